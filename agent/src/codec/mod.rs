@@ -1,0 +1,335 @@
+//! The wire format: what a batch looks like on disk and on MQTT (see docs/wire-format.md).
+//!
+//! A message is one byte of format version followed by a postcard-encoded [`Envelope`]. The
+//! envelope carries everything needed to deduplicate and account for a batch without decoding
+//! its body: vehicle, identity, kind, time range, sample count, body codec. Every message decodes
+//! on its own, whatever link or order it arrives in.
+
+use crate::ranges::RangeSet;
+use sensor_drivers::Sample;
+use serde::{Deserialize, Serialize};
+
+/// First byte of every message. Decoders reject versions they do not know.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Body codec of a `Data` batch: postcard [`DataBody`] (samples with µs offsets from `t_first_us`).
+pub const CODEC_PLAIN: u8 = 0;
+
+/// A batch's identity: never reused for different data, across restarts and crashes.
+///
+/// `run` is incremented durably every time the agent starts, before it creates any batch, so
+/// sequence numbers lost in a crash (assigned but never fsynced) are never handed out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BatchId {
+    pub run: u32,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for BatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.run, self.seq)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// Samples of one source.
+    Data,
+    /// Batches the agent gave up on (evicted by the disk cap), so the receiver can say why.
+    Gap,
+    /// First batch of every run: announces the run and where the previous run durably ended.
+    Run,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub vehicle: String,
+    pub id: BatchId,
+    pub kind: Kind,
+    /// Earliest and latest sample time in the batch (µs since the epoch); for other kinds the
+    /// creation time twice.
+    pub t_first_us: u64,
+    pub t_last_us: u64,
+    /// Samples in the batch (0 for non-data kinds).
+    pub samples: u32,
+    pub codec: u8,
+    pub body: Vec<u8>,
+}
+
+/// Body of a `Data` batch with codec [`CODEC_PLAIN`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataBody {
+    pub source: String,
+    /// (channel, µs after `t_first_us`, value).
+    pub samples: Vec<(u16, u64, f64)>,
+}
+
+/// Why batches are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GapCause {
+    /// Dropped by the queue's disk cap before they could be delivered.
+    Evicted,
+}
+
+/// Body of a `Gap` batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GapBody {
+    pub cause: GapCause,
+    pub run: u32,
+    /// The sequence numbers given up on, as half-open ranges within `run`.
+    pub seqs: Vec<(u64, u64)>,
+    pub batches: u64,
+    pub samples: u64,
+    pub t_first_us: u64,
+    pub t_last_us: u64,
+}
+
+/// Body of a `Run` batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunBody {
+    /// The previous run, if the queue had one.
+    pub previous_run: Option<u32>,
+    /// The highest sequence number of the previous run found durable on disk at start-up
+    /// (or known delivered). Later sequence numbers of that run that never arrived were lost in
+    /// a crash before their fsync.
+    pub previous_durable_last_seq: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("empty message")]
+    Empty,
+    #[error("unknown wire format version {0} (this build reads version {FORMAT_VERSION})")]
+    Version(u8),
+    #[error("malformed envelope: {0}")]
+    Envelope(String),
+    #[error("malformed {kind:?} body: {msg}")]
+    Body { kind: Kind, msg: String },
+    #[error("unknown body codec {0}")]
+    Codec(u8),
+    #[error("sample count mismatch: header says {header}, body has {body}")]
+    Count { header: u32, body: usize },
+}
+
+pub fn encode(env: &Envelope) -> Vec<u8> {
+    let mut out = Vec::with_capacity(env.body.len() + 64);
+    out.push(FORMAT_VERSION);
+    // Serialising plain structs into a Vec cannot fail.
+    postcard::to_io(env, &mut out).expect("postcard into Vec");
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+    let (&v, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if v != FORMAT_VERSION {
+        return Err(DecodeError::Version(v));
+    }
+    let (env, tail): (Envelope, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(|e| DecodeError::Envelope(e.to_string()))?;
+    if !tail.is_empty() {
+        return Err(DecodeError::Envelope(format!(
+            "{} trailing bytes after the envelope",
+            tail.len()
+        )));
+    }
+    Ok(env)
+}
+
+/// Builds a `Data` envelope from one source's samples (`samples` must not be empty).
+pub fn data_envelope(vehicle: &str, id: BatchId, source: &str, samples: &[Sample]) -> Envelope {
+    let t_first = samples.iter().map(|s| s.t_us).min().unwrap_or(0);
+    let t_last = samples.iter().map(|s| s.t_us).max().unwrap_or(0);
+    let body = DataBody {
+        source: source.to_string(),
+        samples: samples
+            .iter()
+            .map(|s| (s.channel, s.t_us - t_first, s.value))
+            .collect(),
+    };
+    Envelope {
+        vehicle: vehicle.to_string(),
+        id,
+        kind: Kind::Data,
+        t_first_us: t_first,
+        t_last_us: t_last,
+        samples: samples.len() as u32,
+        codec: CODEC_PLAIN,
+        body: postcard::to_stdvec(&body).expect("postcard into Vec"),
+    }
+}
+
+/// Decodes a `Data` envelope's body into its source name and samples.
+pub fn data_samples(env: &Envelope) -> Result<(String, Vec<Sample>), DecodeError> {
+    if env.codec != CODEC_PLAIN {
+        return Err(DecodeError::Codec(env.codec));
+    }
+    let body: DataBody = postcard::from_bytes(&env.body).map_err(|e| DecodeError::Body {
+        kind: env.kind,
+        msg: e.to_string(),
+    })?;
+    if body.samples.len() != env.samples as usize {
+        return Err(DecodeError::Count {
+            header: env.samples,
+            body: body.samples.len(),
+        });
+    }
+    let samples = body
+        .samples
+        .into_iter()
+        .map(|(channel, dt, value)| Sample {
+            t_us: env.t_first_us.saturating_add(dt),
+            channel,
+            value,
+        })
+        .collect();
+    Ok((body.source, samples))
+}
+
+pub fn control_envelope<B: Serialize>(
+    vehicle: &str,
+    id: BatchId,
+    kind: Kind,
+    now_us: u64,
+    body: &B,
+) -> Envelope {
+    Envelope {
+        vehicle: vehicle.to_string(),
+        id,
+        kind,
+        t_first_us: now_us,
+        t_last_us: now_us,
+        samples: 0,
+        codec: CODEC_PLAIN,
+        body: postcard::to_stdvec(body).expect("postcard into Vec"),
+    }
+}
+
+pub fn gap_body(env: &Envelope) -> Result<GapBody, DecodeError> {
+    postcard::from_bytes(&env.body).map_err(|e| DecodeError::Body {
+        kind: env.kind,
+        msg: e.to_string(),
+    })
+}
+
+pub fn run_body(env: &Envelope) -> Result<RunBody, DecodeError> {
+    postcard::from_bytes(&env.body).map_err(|e| DecodeError::Body {
+        kind: env.kind,
+        msg: e.to_string(),
+    })
+}
+
+/// Builds a gap body from a set of evicted sequence numbers.
+pub fn gap_from(run: u32, seqs: &RangeSet, samples: u64, t_first_us: u64, t_last_us: u64) -> GapBody {
+    GapBody {
+        cause: GapCause::Evicted,
+        run,
+        seqs: seqs.iter_ranges().collect(),
+        batches: seqs.len(),
+        samples,
+        t_first_us,
+        t_last_us,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples(n: usize) -> Vec<Sample> {
+        (0..n)
+            .map(|i| Sample {
+                t_us: 1_700_000_000_000_000 + (i as u64 / 3) * 1000,
+                channel: (i % 3) as u16,
+                value: i as f64 * 0.25 - 3.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn data_round_trips_exactly() {
+        let s = samples(300);
+        let env = data_envelope("car-1", BatchId { run: 2, seq: 9 }, "engine", &s);
+        let bytes = encode(&env);
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        let back = decode(&bytes).expect("decodes");
+        assert_eq!(back, env);
+        let (src, got) = data_samples(&back).expect("body decodes");
+        assert_eq!(src, "engine");
+        assert_eq!(got, s);
+        assert_eq!(back.t_first_us, s[0].t_us);
+        assert_eq!(back.t_last_us, s[299].t_us);
+    }
+
+    #[test]
+    fn rejects_unknown_version_and_trailing_bytes() {
+        let env = data_envelope("v", BatchId { run: 1, seq: 0 }, "s", &samples(3));
+        let mut bytes = encode(&env);
+        bytes[0] = 9;
+        assert_eq!(decode(&bytes), Err(DecodeError::Version(9)));
+        bytes[0] = FORMAT_VERSION;
+        bytes.push(0);
+        assert!(matches!(decode(&bytes), Err(DecodeError::Envelope(_))));
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn header_count_must_match_body() {
+        let mut env = data_envelope("v", BatchId { run: 1, seq: 0 }, "s", &samples(3));
+        env.samples = 4;
+        assert!(matches!(data_samples(&env), Err(DecodeError::Count { .. })));
+    }
+
+    #[test]
+    fn control_bodies_round_trip() {
+        let mut seqs = RangeSet::new();
+        seqs.insert_range(10, 20);
+        let g = gap_from(3, &seqs, 5000, 1, 2);
+        let env = control_envelope("v", BatchId { run: 3, seq: 30 }, Kind::Gap, 7, &g);
+        let back = decode(&encode(&env)).expect("decodes");
+        assert_eq!(gap_body(&back), Ok(g));
+        let r = RunBody {
+            previous_run: Some(2),
+            previous_durable_last_seq: Some(41),
+        };
+        let env = control_envelope("v", BatchId { run: 3, seq: 0 }, Kind::Run, 7, &r);
+        assert_eq!(run_body(&decode(&encode(&env)).expect("decodes")), Ok(r));
+    }
+
+    proptest! {
+        /// Any bytes: an error or an envelope, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(env) = decode(&bytes) {
+                let _ = data_samples(&env);
+                let _ = gap_body(&env);
+                let _ = run_body(&env);
+            }
+        }
+
+        /// Flipping any byte of a valid message never panics.
+        #[test]
+        fn corrupted_message_never_panics(pos in 0usize..400, val in any::<u8>()) {
+            let env = data_envelope("car", BatchId { run: 1, seq: 2 }, "src", &samples(40));
+            let mut bytes = encode(&env);
+            let p = pos % bytes.len();
+            bytes[p] = val;
+            if let Ok(env) = decode(&bytes) {
+                let _ = data_samples(&env);
+            }
+        }
+
+        #[test]
+        fn samples_round_trip(vals in proptest::collection::vec((any::<u16>(), 0u64..10_000_000, any::<f64>()), 1..200)) {
+            let s: Vec<Sample> = vals.iter().map(|&(c, t, v)| Sample { t_us: 1_600_000_000_000_000 + t, channel: c, value: v }).collect();
+            let env = data_envelope("v", BatchId { run: 1, seq: 1 }, "x", &s);
+            let (_, got) = data_samples(&decode(&encode(&env)).expect("decodes")).expect("body");
+            prop_assert_eq!(got.len(), s.len());
+            for (a, b) in got.iter().zip(&s) {
+                prop_assert_eq!(a.t_us, b.t_us);
+                prop_assert_eq!(a.channel, b.channel);
+                prop_assert_eq!(a.value.to_bits(), b.value.to_bits());
+            }
+        }
+    }
+}

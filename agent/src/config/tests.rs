@@ -1,0 +1,180 @@
+use super::*;
+use std::path::Path;
+
+const GOOD: &str = r#"
+vehicle = "car-07"
+
+[queue]
+dir = "/tmp/q"
+max_mb = 64
+segment_mb = 4
+flush_ms = 50
+
+[broker]
+host = "127.0.0.1"
+port = 1883
+
+[[links]]
+name = "wwan0"
+interface = "wwan0"
+
+[[sources]]
+name = "synth"
+kind = "synthetic"
+channels = 8
+rate_hz = 1000
+waveform = "saw"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("pitlink.toml"))
+}
+
+fn located(text: &str) -> error::Located {
+    match parse(text) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.located().cloned().expect("a located error"),
+    }
+}
+
+#[test]
+fn good_config_parses_with_defaults_filled() {
+    let c = parse(GOOD).expect("valid");
+    assert_eq!(c.vehicle, "car-07");
+    assert_eq!(c.queue.max_mb, 64);
+    assert_eq!(c.batch.window_ms, 100, "default batch window");
+    assert_eq!(c.broker.topic_prefix, "pitlink");
+    assert_eq!(c.links[0].interface.as_deref(), Some("wwan0"));
+    let spec = c.sources[0].synthetic_spec();
+    assert_eq!((spec.channels, spec.rate_hz), (8, 1000));
+    assert_eq!(spec.waveform, sensor_drivers::synthetic::Waveform::Saw);
+}
+
+#[test]
+fn misspelled_key_names_key_line_table_and_allowed_keys() {
+    let bad = GOOD.replace("max_mb = 64", "queue_sise_mb = 64");
+    let e = located(&bad);
+    assert_eq!(e.file, "pitlink.toml");
+    assert_eq!(e.line, 6, "{e}");
+    assert_eq!(e.column, 1, "{e}");
+    assert_eq!(
+        e.message,
+        "unknown key 'queue_sise_mb' in [queue]; expected one of: dir, max_mb, segment_mb, flush_ms"
+    );
+    assert_eq!(
+        e.to_string(),
+        "pitlink.toml:6:1: unknown key 'queue_sise_mb' in [queue]; expected one of: dir, max_mb, segment_mb, flush_ms"
+    );
+}
+
+#[test]
+fn unknown_key_in_array_table() {
+    let bad = GOOD.replace("interface = \"wwan0\"", "iface = \"wwan0\"");
+    let e = located(&bad);
+    assert_eq!(e.line, 17, "{e}");
+    assert!(
+        e.message
+            .starts_with("unknown key 'iface' in [[links]]; expected one of: name, interface, modem"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let bad = format!("vehicel = \"x\"\n{GOOD}");
+    let e = located(&bad);
+    assert_eq!((e.line, e.column), (1, 1));
+    assert!(e.message.contains("unknown key 'vehicel' in the top level"), "{e}");
+    assert!(e.message.contains("vehicle, queue, batch, broker, diag, links, sources"), "{e}");
+}
+
+#[test]
+fn missing_key_is_named() {
+    let bad = GOOD.replace("vehicle = \"car-07\"\n", "");
+    let e = located(&bad);
+    assert!(e.message.starts_with("missing key 'vehicle'"), "{e}");
+}
+
+#[test]
+fn bad_enum_value_lists_choices() {
+    let bad = GOOD.replace("waveform = \"saw\"", "waveform = \"triangle\"");
+    let e = located(&bad);
+    assert_eq!(e.line, 25, "{e}");
+    assert!(e.message.contains("'triangle'"), "{e}");
+    assert!(e.message.contains("sine, saw, square, noise"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let bad = GOOD.replace("flush_ms = 50", "flush_ms = \"fast\"");
+    let e = located(&bad);
+    assert_eq!(e.line, 8, "{e}");
+    assert!(e.message.contains("[queue]"), "{e}");
+}
+
+#[test]
+fn semantic_errors_point_at_the_key() {
+    let bad = GOOD.replace("rate_hz = 1000", "rate_hz = 0");
+    let e = located(&bad);
+    assert_eq!(e.line, 24, "{e}");
+    assert!(e.message.contains("rate_hz = 0 is out of range"), "{e}");
+
+    let bad = GOOD.replace("port = 1883", "port = 1883\nsocket = \"/tmp/s\"");
+    let e = located(&bad);
+    assert_eq!(e.line, 13, "{e}");
+    assert!(e.message.contains("not both"), "{e}");
+
+    let bad = GOOD.replace("max_mb = 64", "max_mb = 5");
+    let e = located(&bad);
+    assert_eq!(e.line, 6);
+    assert!(e.message.contains("at least two segments"), "{e}");
+}
+
+#[test]
+fn duplicate_link_names_rejected() {
+    let bad = format!("{GOOD}\n[[links]]\nname = \"wwan0\"\n");
+    let e = located(&bad);
+    assert_eq!(e.line, 28, "{e}");
+    assert!(e.message.contains("used twice"), "{e}");
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let bad = GOOD.replace("[broker]", "[broker");
+    let e = located(&bad);
+    assert_eq!(e.line, 10, "{e}");
+}
+
+#[test]
+fn shipped_default_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/pitlink.toml");
+    let c = Config::load(&path).expect("packaging/pitlink.toml must pass check-config");
+    assert!(!c.links.is_empty());
+}
+
+#[test]
+fn missing_file_error_names_the_path() {
+    let e = Config::load(Path::new("/nonexistent/pitlink.toml")).expect_err("no file");
+    assert!(e.to_string().starts_with("/nonexistent/pitlink.toml: cannot read config"));
+}
+
+proptest::proptest! {
+    /// Arbitrary text never panics the loader; it either parses or gives a located error.
+    #[test]
+    fn arbitrary_text_never_panics(s in "\\PC{0,300}") {
+        match parse(&s) {
+            Ok(_) => {}
+            Err(e) => {
+                let l = e.located().expect("parse errors are located");
+                proptest::prop_assert!(l.line >= 1 && l.column >= 1);
+            }
+        }
+    }
+
+    /// Mutating the good config (dropping one line) never panics.
+    #[test]
+    fn line_dropped_never_panics(i in 0usize..30) {
+        let text: String = GOOD.lines().enumerate().filter(|(n, _)| *n != i).map(|(_, l)| format!("{l}\n")).collect();
+        let _ = parse(&text);
+    }
+}
