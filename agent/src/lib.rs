@@ -9,6 +9,7 @@ pub mod batch;
 pub mod codec;
 pub mod config;
 pub mod mqtt;
+pub mod queue;
 pub mod ranges;
 
 /// Microseconds since the Unix epoch, from the system clock. Only the async shells call this;

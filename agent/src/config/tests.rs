@@ -71,7 +71,7 @@ fn misspelled_key_names_key_line_table_and_allowed_keys() {
 fn unknown_key_in_array_table() {
     let bad = GOOD.replace("interface = \"wwan0\"", "iface = \"wwan0\"");
     let e = located(&bad);
-    assert_eq!(e.line, 17, "{e}");
+    assert_eq!((e.line, e.column), (16, 1), "{e}");
     assert!(
         e.message
             .starts_with("unknown key 'iface' in [[links]]; expected one of: name, interface, modem"),
@@ -99,7 +99,7 @@ fn missing_key_is_named() {
 fn bad_enum_value_lists_choices() {
     let bad = GOOD.replace("waveform = \"saw\"", "waveform = \"triangle\"");
     let e = located(&bad);
-    assert_eq!(e.line, 25, "{e}");
+    assert_eq!((e.line, e.column), (23, 12), "{e}");
     assert!(e.message.contains("'triangle'"), "{e}");
     assert!(e.message.contains("sine, saw, square, noise"), "{e}");
 }
@@ -116,7 +116,7 @@ fn wrong_type_is_located() {
 fn semantic_errors_point_at_the_key() {
     let bad = GOOD.replace("rate_hz = 1000", "rate_hz = 0");
     let e = located(&bad);
-    assert_eq!(e.line, 24, "{e}");
+    assert_eq!((e.line, e.column), (22, 1), "{e}");
     assert!(e.message.contains("rate_hz = 0 is out of range"), "{e}");
 
     let bad = GOOD.replace("port = 1883", "port = 1883\nsocket = \"/tmp/s\"");
@@ -134,7 +134,7 @@ fn semantic_errors_point_at_the_key() {
 fn duplicate_link_names_rejected() {
     let bad = format!("{GOOD}\n[[links]]\nname = \"wwan0\"\n");
     let e = located(&bad);
-    assert_eq!(e.line, 28, "{e}");
+    assert_eq!(e.line, 26, "{e}");
     assert!(e.message.contains("used twice"), "{e}");
 }
 

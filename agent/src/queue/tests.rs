@@ -1,0 +1,200 @@
+use super::*;
+use crate::codec::{self, BatchId};
+use sensor_drivers::Sample;
+
+fn opts(dir: &Path, cap: u64, seg: u64) -> QueueOptions {
+    QueueOptions {
+        dir: dir.to_owned(),
+        cap_bytes: cap,
+        segment_bytes: seg,
+    }
+}
+
+fn samples(n: usize, t0: u64) -> Vec<Sample> {
+    (0..n)
+        .map(|i| Sample {
+            t_us: t0 + i as u64,
+            channel: 0,
+            value: i as f64,
+        })
+        .collect()
+}
+
+/// Appends one data batch of `n` samples; returns its id.
+fn put(q: &mut Queue, n: usize) -> (BatchId, Vec<GapBody>) {
+    let s = samples(n, 1_000_000);
+    let meta = BatchMeta {
+        samples: n as u32,
+        t_first_us: 1_000_000,
+        t_last_us: 1_000_000 + n as u64 - 1,
+    };
+    let (r, gaps) = q.append(meta, |id| codec::encode(&codec::data_envelope("v", id, "s", &s)));
+    (r.expect("append works").0, gaps)
+}
+
+fn seg_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = segment::list(dir).expect("list").into_iter().map(|x| x.2).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn append_reopen_keeps_undelivered_and_never_reuses_identity() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (mut q, rec) = Queue::open(opts(d.path(), 1 << 30, 1 << 20)).expect("open");
+    assert_eq!(rec.previous_run, None);
+    assert_eq!(q.run(), 1);
+    let ids: Vec<BatchId> = (0..5).map(|_| put(&mut q, 10).0).collect();
+    assert_eq!(ids[4], BatchId { run: 1, seq: 4 });
+    q.sync().expect("sync");
+    assert_eq!(q.stats().durable_seq, Some(4));
+    assert!(q.ack(ids[1]));
+    assert!(!q.ack(ids[1]), "second ack of the same batch is a no-op");
+    q.sync().expect("sync");
+    drop(q);
+
+    let (mut q, rec) = Queue::open(opts(d.path(), 1 << 30, 1 << 20)).expect("reopen");
+    assert_eq!(q.run(), 2, "each start is a new run");
+    assert_eq!(rec.previous_run, Some(1));
+    assert_eq!(rec.previous_durable_last_seq, Some(4));
+    assert_eq!(rec.undelivered, 4);
+    let left: Vec<BatchId> = q.undelivered().into_iter().map(|x| x.0).collect();
+    assert_eq!(left, vec![ids[0], ids[2], ids[3], ids[4]]);
+    let payload = q.read(ids[3]).expect("read").expect("present");
+    let env = codec::decode(&payload).expect("decodes");
+    assert_eq!(env.id, ids[3]);
+    let (id, _) = put(&mut q, 1);
+    assert_eq!(id, BatchId { run: 2, seq: 0 });
+}
+
+#[test]
+fn fully_delivered_segments_are_deleted() {
+    let d = tempfile::tempdir().expect("tmp");
+    // Tiny segments: one record each.
+    let (mut q, _) = Queue::open(opts(d.path(), 1 << 30, 64)).expect("open");
+    let ids: Vec<BatchId> = (0..4).map(|_| put(&mut q, 10).0).collect();
+    assert_eq!(seg_files(d.path()).len(), 4);
+    for id in &ids {
+        q.ack(*id);
+    }
+    assert_eq!(seg_files(d.path()).len(), 1, "only the active segment stays");
+    assert_eq!(q.stats().undelivered, 0);
+    q.sync().expect("sync");
+    drop(q);
+    let (q, rec) = Queue::open(opts(d.path(), 1 << 30, 64)).expect("reopen");
+    assert_eq!(rec.undelivered, 0);
+    assert!(q.undelivered().is_empty());
+}
+
+#[test]
+fn torn_tail_at_every_offset_of_the_last_record() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (mut q, _) = Queue::open(opts(d.path(), 1 << 30, 1 << 20)).expect("open");
+    for _ in 0..3 {
+        put(&mut q, 5);
+    }
+    q.sync().expect("sync");
+    drop(q);
+    let path = seg_files(d.path()).pop().expect("one segment");
+    let full = fs::read(&path).expect("read");
+    let rec_len = full.len() / 3;
+    for cut in (full.len() - rec_len)..full.len() {
+        let d2 = tempfile::tempdir().expect("tmp");
+        let p2 = d2.path().join(path.file_name().expect("name"));
+        fs::write(&p2, &full[..cut]).expect("write");
+        let (q2, rec) = Queue::open(opts(d2.path(), 1 << 30, 1 << 20)).expect("opens despite a torn tail");
+        assert_eq!(rec.records, 2, "cut at {cut}");
+        assert_eq!(rec.truncated_bytes, (cut - 2 * rec_len) as u64, "cut at {cut}");
+        assert_eq!(rec.previous_durable_last_seq, Some(1));
+        assert_eq!(q2.undelivered().len(), 2);
+        assert_eq!(fs::metadata(&p2).expect("meta").len(), (2 * rec_len) as u64, "tail truncated");
+    }
+}
+
+#[test]
+fn flipped_bit_mid_segment_skips_one_record() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (mut q, _) = Queue::open(opts(d.path(), 1 << 30, 1 << 20)).expect("open");
+    for _ in 0..3 {
+        put(&mut q, 5);
+    }
+    q.sync().expect("sync");
+    drop(q);
+    let path = seg_files(d.path()).pop().expect("segment");
+    let mut bytes = fs::read(&path).expect("read");
+    let rec_len = bytes.len() / 3;
+    bytes[rec_len + HEADER_LEN + 3] ^= 0x10; // payload of the middle record
+    fs::write(&path, &bytes).expect("write");
+    let (q, rec) = Queue::open(opts(d.path(), 1 << 30, 1 << 20)).expect("open");
+    assert_eq!(rec.corrupt_records, 1);
+    assert_eq!(rec.records, 2);
+    let seqs: Vec<u64> = q.undelivered().iter().map(|x| x.0.seq).collect();
+    assert_eq!(seqs, vec![0, 2]);
+}
+
+#[test]
+fn zero_length_and_missing_segments_do_not_wedge() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (mut q, _) = Queue::open(opts(d.path(), 1 << 30, 64)).expect("open");
+    for _ in 0..4 {
+        put(&mut q, 5);
+    }
+    q.sync().expect("sync");
+    drop(q);
+    let files = seg_files(d.path());
+    fs::remove_file(&files[1]).expect("rm middle");
+    fs::write(&files[2], b"").expect("zero length");
+    fs::write(d.path().join("acks"), b"\xff\xff garbage").expect("bad acks");
+    let (q, rec) = Queue::open(opts(d.path(), 1 << 30, 64)).expect("opens");
+    let seqs: Vec<u64> = q.undelivered().iter().map(|x| x.0.seq).collect();
+    assert_eq!(seqs, vec![0, 3]);
+    assert_eq!(rec.previous_durable_last_seq, Some(3));
+}
+
+#[test]
+fn cap_evicts_oldest_and_reports_the_gap() {
+    let d = tempfile::tempdir().expect("tmp");
+    // Records of ~150 bytes, segments of ~2 records, cap of ~4 segments.
+    let (mut q, _) = Queue::open(opts(d.path(), 1200, 300)).expect("open");
+    let mut gaps = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let (id, g) = put(&mut q, 8);
+        ids.push(id);
+        gaps.extend(g);
+        assert!(q.stats().bytes_on_disk <= 1200 + 300, "cap + one segment");
+    }
+    assert!(!gaps.is_empty());
+    let evicted: u64 = gaps.iter().map(|g| g.batches).sum();
+    assert_eq!(evicted, q.stats().evicted_batches);
+    assert_eq!(q.stats().evicted_samples, evicted * 8);
+    let remaining = q.undelivered().len() as u64;
+    assert_eq!(evicted + remaining, 30, "every batch is evicted or still queued");
+    // Evicted ids are the oldest ones, contiguous from 0.
+    let mut all = RangeSet::new();
+    for g in &gaps {
+        for (s, e) in &g.seqs {
+            all.insert_range(*s, *e);
+        }
+    }
+    assert_eq!(all.iter_ranges().collect::<Vec<_>>(), vec![(0, evicted)]);
+}
+
+#[test]
+fn delivered_batches_are_not_reported_as_evicted() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (mut q, _) = Queue::open(opts(d.path(), 1200, 300)).expect("open");
+    let mut gaps = Vec::new();
+    for _ in 0..30 {
+        let (id, g) = put(&mut q, 8);
+        gaps.extend(g);
+        if id.seq % 2 == 0 {
+            q.ack(id);
+        }
+    }
+    for g in &gaps {
+        for (s, e) in &g.seqs {
+            assert!((*s..*e).all(|x| x % 2 == 1), "only undelivered seqs in gaps: {g:?}");
+        }
+    }
+}
