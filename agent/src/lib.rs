@@ -6,6 +6,7 @@
 //! See docs/ and DESIGN notes in the README.
 
 pub mod batch;
+pub mod bond;
 pub mod codec;
 pub mod config;
 pub mod mqtt;

@@ -1,0 +1,149 @@
+//! One uplink: a rumqttc session (QoS 1) that publishes batches and reports their PUBACKs.
+//!
+//! rumqttc keeps unacknowledged publishes only in memory and drops them when the broker has no
+//! session, so the disk queue stays the truth: on any error the session is thrown away, the
+//! link reports "down" (the scheduler re-sends its batches, from the queue, on any link) and a
+//! fresh session is built after a backoff. `publish()` returns no packet id, so batch ids are
+//! matched to packet ids in the order rumqttc reports `Outgoing::Publish(pkid)`.
+
+use crate::codec::BatchId;
+use crate::mqtt::Session;
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, Outgoing, Packet, QoS};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// From the core to a link.
+#[derive(Debug)]
+pub enum LinkCmd {
+    Publish { id: BatchId, payload: Arc<Vec<u8>> },
+}
+
+/// From a link to the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    Up { link: usize },
+    Down { link: usize, reason: String },
+    Acked { link: usize, id: BatchId },
+}
+
+#[derive(Debug)]
+pub struct LinkTask {
+    pub index: usize,
+    pub name: String,
+    pub session: Session,
+    pub topic: String,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl LinkTask {
+    /// Runs until `stop` is cancelled; then disconnects cleanly (bounded to one second).
+    pub async fn run(
+        self,
+        mut cmds: mpsc::Receiver<LinkCmd>,
+        events: mpsc::Sender<LinkEvent>,
+        stop: CancellationToken,
+    ) {
+        let link = self.index;
+        let span = tracing::info_span!("link", name = %self.name);
+        let _enter = span.enter();
+        let mut backoff = BACKOFF_MIN;
+        let mut last_reason = String::new();
+        loop {
+            let (opts, net) = self.session.options();
+            let (client, mut el) = AsyncClient::new(opts, usize::from(self.session.inflight) + 64);
+            el.set_network_options(net);
+            let mut fifo: VecDeque<BatchId> = VecDeque::new();
+            let mut pkids: HashMap<u16, BatchId> = HashMap::new();
+            let mut connected = false;
+            let reason = loop {
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        if connected {
+                            let _ = client.try_disconnect();
+                            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                                while let Ok(ev) = el.poll().await {
+                                    if let Event::Incoming(Packet::PubAck(a)) = &ev
+                                        && let Some(id) = pkids.remove(&a.pkid)
+                                    {
+                                        let _ = events.try_send(LinkEvent::Acked { link, id });
+                                    }
+                                    if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                                        break;
+                                    }
+                                }
+                            })
+                            .await;
+                        }
+                        return;
+                    }
+                    ev = el.poll() => match ev {
+                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                            if ack.code != ConnectReturnCode::Success {
+                                break format!("broker refused the connection: {:?}", ack.code);
+                            }
+                            connected = true;
+                            backoff = BACKOFF_MIN;
+                            tracing::info!("link up ({})", self.session.addr);
+                            last_reason.clear();
+                            if events.send(LinkEvent::Up { link }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                            if let Some(id) = fifo.pop_front() {
+                                pkids.insert(pkid, id);
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::PubAck(a))) => {
+                            if let Some(id) = pkids.remove(&a.pkid)
+                                && events.send(LinkEvent::Acked { link, id }).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => break e.to_string(),
+                    },
+                    cmd = cmds.recv(), if connected => match cmd {
+                        Some(LinkCmd::Publish { id, payload }) => {
+                            fifo.push_back(id);
+                            if let Err(e) = client.try_publish(
+                                self.topic.as_str(),
+                                QoS::AtLeastOnce,
+                                false,
+                                payload.as_slice(),
+                            ) {
+                                fifo.pop_back();
+                                break format!("cannot queue publish: {e}");
+                            }
+                        }
+                        None => return,
+                    },
+                }
+            };
+            // Commands still queued were never published; the scheduler takes them all back.
+            while cmds.try_recv().is_ok() {}
+            if connected || reason != last_reason {
+                tracing::warn!("link down: {reason}");
+            }
+            last_reason.clone_from(&reason);
+            if events
+                .send(LinkEvent::Down { link, reason })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
