@@ -7,11 +7,16 @@
 
 pub mod batch;
 pub mod bond;
+pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod diag;
 pub mod mqtt;
 pub mod queue;
 pub mod ranges;
+pub mod receive;
 
 /// Microseconds since the Unix epoch, from the system clock. Only the async shells call this;
 /// the sans-IO cores take `now` as an argument.

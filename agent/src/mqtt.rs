@@ -114,7 +114,10 @@ pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>> {
         .collect::<Result<_, _>>()
         .with_context(|| format!("{}: malformed PEM certificate", files.ca.display()))?;
     if cas.is_empty() {
-        anyhow::bail!("{}: no certificate found in the CA file", files.ca.display());
+        anyhow::bail!(
+            "{}: no certificate found in the CA file",
+            files.ca.display()
+        );
     }
     for c in cas {
         roots
@@ -144,7 +147,9 @@ pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>> {
 }
 
 /// The broker address and TLS settings of a config's `[broker]` table.
-pub fn from_config(b: &crate::config::BrokerConfig) -> Result<(BrokerAddr, Option<Arc<rustls::ClientConfig>>)> {
+pub fn from_config(
+    b: &crate::config::BrokerConfig,
+) -> Result<(BrokerAddr, Option<Arc<rustls::ClientConfig>>)> {
     let addr = match (&b.host, &b.socket) {
         (_, Some(p)) => BrokerAddr::Unix(p.clone()),
         (Some(h), None) => BrokerAddr::Tcp {
@@ -162,7 +167,6 @@ pub fn from_config(b: &crate::config::BrokerConfig) -> Result<(BrokerAddr, Optio
     };
     Ok((addr, tls))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -171,7 +171,11 @@ mod tests {
     #[test]
     fn emits_every_grid_point_once_in_order() {
         let mut g = Synthetic::new(spec(3, 1000), 1_000_000_500);
-        assert_eq!(g.next_due_us(), 1_000_001_000, "start rounds up to the grid");
+        assert_eq!(
+            g.next_due_us(),
+            1_000_001_000,
+            "start rounds up to the grid"
+        );
         let mut out = Vec::new();
         assert_eq!(g.poll(1_000_000_999, u64::MAX, &mut out), 0);
         assert_eq!(g.poll(1_000_010_000, u64::MAX, &mut out), 30);

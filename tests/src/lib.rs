@@ -1,0 +1,236 @@
+//! Harness for pitlink's end-to-end tests: the real `pitlink` binary as child processes, a real
+//! Mosquitto broker per test, real files. Nothing here is mocked.
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use pitlink::demo::broker::{BrokerOptions, Mosquitto};
+
+/// Path of the `pitlink` binary, built once per test process (so a test never runs a stale one).
+pub fn pitlink_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("PITLINK_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "pitlink", "--bin", "pitlink"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo build of pitlink");
+        assert!(status.success(), "building pitlink failed");
+        // target/debug/deps/<test binary> → target/debug/pitlink
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps");
+        dir.join("pitlink")
+    })
+}
+
+/// One synthetic source for a test config.
+#[derive(Debug, Clone)]
+pub struct Synth {
+    pub name: &'static str,
+    pub channels: u16,
+    pub rate_hz: u32,
+    pub waveform: &'static str,
+}
+
+/// Writes a config file for a daemon talking to `broker_socket`, with its queue and diagnostics
+/// socket inside `dir`. Returns the file's path.
+pub fn write_config(
+    dir: &Path,
+    vehicle: &str,
+    broker_socket: &Path,
+    links: &[&str],
+    sources: &[Synth],
+) -> Result<PathBuf> {
+    let mut t = format!(
+        "vehicle = \"{vehicle}\"\n\n[queue]\ndir = \"{}\"\nmax_mb = 512\nsegment_mb = 8\nflush_ms = 100\n\n[batch]\nwindow_ms = 100\n\n[broker]\nsocket = \"{}\"\nkeep_alive_s = 2\n\n[diag]\nsocket = \"{}\"\n",
+        dir.join("queue").display(),
+        broker_socket.display(),
+        dir.join("pitlink.sock").display()
+    );
+    for l in links {
+        t.push_str(&format!("\n[[links]]\nname = \"{l}\"\n"));
+    }
+    for s in sources {
+        t.push_str(&format!(
+            "\n[[sources]]\nname = \"{}\"\nkind = \"synthetic\"\nchannels = {}\nrate_hz = {}\nwaveform = \"{}\"\n",
+            s.name, s.channels, s.rate_hz, s.waveform
+        ));
+    }
+    let path = dir.join("pitlink.toml");
+    std::fs::write(&path, t)?;
+    Ok(path)
+}
+
+/// A child process whose stderr goes to a log file that tests can read.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], log: &Path) -> Result<Proc> {
+        let err = std::fs::File::create(log)?;
+        let child = Command::new(pitlink_bin())
+            .args(args)
+            .env("PITLINK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .context("spawn pitlink")?;
+        Ok(Proc {
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (or the process exits, or `limit` passes).
+    pub fn wait_log(&mut self, needle: &str, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.log_text().contains(needle) {
+                return Ok(());
+            }
+            if let Some(st) = self.child.try_wait()? {
+                bail!(
+                    "process exited ({st}) before logging '{needle}':\n{}",
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "'{needle}' not logged within {limit:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), sig);
+    }
+
+    /// Waits for the exit, at most `limit`; kills the process past it.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "process did not exit within {limit:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `pitlink receive` on `broker_socket`, writing to `out`; returns once it is subscribed.
+pub fn start_receiver(
+    dir: &Path,
+    broker_socket: &Path,
+    out: &Path,
+    idle_exit: &str,
+) -> Result<Proc> {
+    let broker = format!("unix:{}", broker_socket.display());
+    let mut p = Proc::spawn(
+        &[
+            "receive",
+            "--broker",
+            &broker,
+            "--client-id",
+            "test-receiver",
+            "--out",
+            out.to_str().context("utf-8 path")?,
+            "--idle-exit",
+            idle_exit,
+            "--json",
+        ],
+        &dir.join("receiver.log"),
+    )?;
+    p.wait_log("subscribed", Duration::from_secs(10))?;
+    Ok(p)
+}
+
+/// One sample line of the receiver's JSONL output.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct SampleLine {
+    pub vehicle: String,
+    pub run: u32,
+    pub seq: u64,
+    pub source: String,
+    pub ch: u16,
+    pub t_us: u64,
+    pub v: f64,
+}
+
+/// Reads every sample line (event lines are skipped) of a receiver's output.
+pub fn read_samples(path: &Path) -> Result<Vec<SampleLine>> {
+    let f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line?;
+        let v: serde_json::Value = serde_json::from_str(&line).with_context(|| line.clone())?;
+        if v.get("event").is_some() {
+            continue;
+        }
+        out.push(serde_json::from_value(v).with_context(|| line.clone())?);
+    }
+    Ok(out)
+}
+
+/// Per (source, channel): the timestamps received, in order of arrival.
+pub fn by_channel(lines: &[SampleLine]) -> BTreeMap<(String, u16), Vec<u64>> {
+    let mut m: BTreeMap<(String, u16), Vec<u64>> = BTreeMap::new();
+    for l in lines {
+        m.entry((l.source.clone(), l.ch)).or_default().push(l.t_us);
+    }
+    m
+}
+
+/// The value of `key=<number>` in the last log line that contains `marker`.
+pub fn log_field(log: &str, marker: &str, key: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains(marker))?;
+    let pat = format!("{key}=");
+    let at = line.find(&pat)? + pat.len();
+    line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}

@@ -31,7 +31,8 @@ impl Batcher {
         while !rest.is_empty() {
             if self.open.is_empty() {
                 self.opened_at_us = now_us;
-                self.open.reserve(self.max_samples.min(rest.len().max(1024)));
+                self.open
+                    .reserve(self.max_samples.min(rest.len().max(1024)));
             }
             let room = self.max_samples - self.open.len();
             let take = room.min(rest.len());

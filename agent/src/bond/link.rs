@@ -132,11 +132,7 @@ impl LinkTask {
                 tracing::warn!("link down: {reason}");
             }
             last_reason.clone_from(&reason);
-            if events
-                .send(LinkEvent::Down { link, reason })
-                .await
-                .is_err()
-            {
+            if events.send(LinkEvent::Down { link, reason }).await.is_err() {
                 return;
             }
             tokio::select! {

@@ -173,7 +173,8 @@ impl Scheduler {
         }
         let mut out = Vec::new();
         loop {
-            let has_room = |l: &Link| l.state == LinkState::Up && l.in_flight.len() < self.cfg.max_in_flight;
+            let has_room =
+                |l: &Link| l.state == LinkState::Up && l.in_flight.len() < self.cfg.max_in_flight;
             if !self.links.iter().any(has_room) {
                 break;
             }
@@ -260,7 +261,13 @@ mod tests {
 
     #[test]
     fn live_first_then_backfill_oldest_first() {
-        let mut s = Scheduler::new(SchedulerConfig { max_in_flight: 1, ..CFG }, 1);
+        let mut s = Scheduler::new(
+            SchedulerConfig {
+                max_in_flight: 1,
+                ..CFG
+            },
+            1,
+        );
         for i in 0..5 {
             s.add(id(i), 0); // backlog
         }
@@ -272,7 +279,11 @@ mod tests {
         assert_eq!(s.poll(1_000_200)[0].id, id(0), "then the oldest backlog");
         s.acked(0, id(0));
         s.add(id(6), 5_000_000);
-        assert_eq!(s.poll(5_000_001)[0].id, id(6), "a new live batch jumps the backlog");
+        assert_eq!(
+            s.poll(5_000_001)[0].id,
+            id(6),
+            "a new live batch jumps the backlog"
+        );
     }
 
     #[test]
@@ -314,7 +325,10 @@ mod tests {
         let again = s.poll(1 + CFG.ack_timeout_us);
         assert_eq!(again, vec![Send { link: 1, id: id(0) }]);
         assert!(s.acked(1, id(0)));
-        assert!(!s.acked(0, id(0)), "the first send's late ack is a duplicate");
+        assert!(
+            !s.acked(0, id(0)),
+            "the first send's late ack is a duplicate"
+        );
         assert_eq!(s.counters(0).duplicate_acks, 1);
         assert!(s.idle());
     }

@@ -219,7 +219,13 @@ pub fn run_body(env: &Envelope) -> Result<RunBody, DecodeError> {
 }
 
 /// Builds a gap body from a set of evicted sequence numbers.
-pub fn gap_from(run: u32, seqs: &RangeSet, samples: u64, t_first_us: u64, t_last_us: u64) -> GapBody {
+pub fn gap_from(
+    run: u32,
+    seqs: &RangeSet,
+    samples: u64,
+    t_first_us: u64,
+    t_last_us: u64,
+) -> GapBody {
     GapBody {
         cause: GapCause::Evicted,
         run,

@@ -30,7 +30,11 @@ pub struct Located {
 
 impl fmt::Display for Located {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -72,7 +76,11 @@ fn table_at(text: &str, at: usize) -> String {
         let t = line.trim();
         if t.starts_with('[') {
             let end = t.find(']').map_or(t.len(), |i| {
-                if t[i + 1..].starts_with(']') { i + 2 } else { i + 1 }
+                if t[i + 1..].starts_with(']') {
+                    i + 2
+                } else {
+                    i + 1
+                }
             });
             return t[..end].to_string();
         }
@@ -101,7 +109,11 @@ pub(super) fn from_toml(e: &toml::de::Error, text: &str, path: &Path) -> ConfigE
             .trim_start_matches(',')
             .trim()
             .strip_prefix("expected one of ")
-            .or_else(|| tail.trim_start_matches(',').trim().strip_prefix("expected "))
+            .or_else(|| {
+                tail.trim_start_matches(',')
+                    .trim()
+                    .strip_prefix("expected ")
+            })
             .map(unquote_list);
         match allowed {
             Some(list) => {
@@ -111,14 +123,20 @@ pub(super) fn from_toml(e: &toml::de::Error, text: &str, path: &Path) -> ConfigE
         }
     } else if let Some(rest) = raw.strip_prefix("missing field `") {
         let key = rest.split('`').next().unwrap_or(rest);
-        format!("missing key '{key}' in {table}; add it (see packaging/pitlink.toml for an example)")
+        format!(
+            "missing key '{key}' in {table}; add it (see packaging/pitlink.toml for an example)"
+        )
     } else if let Some(rest) = raw.strip_prefix("unknown variant `") {
         let (val, tail) = rest.split_once('`').unwrap_or((rest, ""));
         let allowed = tail
             .trim_start_matches(',')
             .trim()
             .strip_prefix("expected one of ")
-            .or_else(|| tail.trim_start_matches(',').trim().strip_prefix("expected "))
+            .or_else(|| {
+                tail.trim_start_matches(',')
+                    .trim()
+                    .strip_prefix("expected ")
+            })
             .map(unquote_list)
             .unwrap_or_default();
         format!("unknown value '{val}' in {table}; expected one of: {allowed}")

@@ -184,8 +184,7 @@ impl Config {
 
     /// Parses and validates `text`; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config =
-            toml::from_str(text).map_err(|e| error::from_toml(&e, text, path))?;
+        let cfg: Config = toml::from_str(text).map_err(|e| error::from_toml(&e, text, path))?;
         cfg.validate()
             .map_err(|(key_path, msg)| error::semantic(text, path, &key_path, msg))?;
         Ok(cfg)
@@ -197,7 +196,8 @@ impl Config {
         let valid_name = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if !valid_name(&self.vehicle) {
             return Err((
@@ -212,7 +212,10 @@ impl Config {
         if q.segment_mb == 0 || q.segment_mb > 1024 {
             return Err((
                 vec![K("queue"), K("segment_mb")],
-                format!("segment_mb = {} is out of range; allowed: 1 to 1024", q.segment_mb),
+                format!(
+                    "segment_mb = {} is out of range; allowed: 1 to 1024",
+                    q.segment_mb
+                ),
             ));
         }
         if q.max_mb < 2 * q.segment_mb {
@@ -228,7 +231,10 @@ impl Config {
         if !(1..=10_000).contains(&q.flush_ms) {
             return Err((
                 vec![K("queue"), K("flush_ms")],
-                format!("flush_ms = {} is out of range; allowed: 1 to 10000", q.flush_ms),
+                format!(
+                    "flush_ms = {} is out of range; allowed: 1 to 10000",
+                    q.flush_ms
+                ),
             ));
         }
         if !(1..=60_000).contains(&self.batch.window_ms) {
@@ -282,7 +288,10 @@ impl Config {
         if b.keep_alive_s < 1 || b.keep_alive_s > 3600 {
             return Err((
                 vec![K("broker"), K("keep_alive_s")],
-                format!("keep_alive_s = {} is out of range; allowed: 1 to 3600", b.keep_alive_s),
+                format!(
+                    "keep_alive_s = {} is out of range; allowed: 1 to 3600",
+                    b.keep_alive_s
+                ),
             ));
         }
         if b.topic_prefix.is_empty() || b.topic_prefix.contains(['+', '#']) {
@@ -298,7 +307,10 @@ impl Config {
             if !valid_name(&l.name) {
                 return Err((
                     vec![K("links"), I(i), K("name")],
-                    format!("link name '{}' must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'", l.name),
+                    format!(
+                        "link name '{}' must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'",
+                        l.name
+                    ),
                 ));
             }
             if self.links[..i].iter().any(|o| o.name == l.name) {
@@ -315,13 +327,19 @@ impl Config {
             if !valid_name(&s.name) {
                 return Err((
                     vec![K("sources"), I(i), K("name")],
-                    format!("source name '{}' must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'", s.name),
+                    format!(
+                        "source name '{}' must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'",
+                        s.name
+                    ),
                 ));
             }
             if self.sources[..i].iter().any(|o| o.name == s.name) {
                 return Err((
                     vec![K("sources"), I(i), K("name")],
-                    format!("source name '{}' is used twice; names must be unique", s.name),
+                    format!(
+                        "source name '{}' is used twice; names must be unique",
+                        s.name
+                    ),
                 ));
             }
             match s.kind {

@@ -73,8 +73,9 @@ fn unknown_key_in_array_table() {
     let e = located(&bad);
     assert_eq!((e.line, e.column), (16, 1), "{e}");
     assert!(
-        e.message
-            .starts_with("unknown key 'iface' in [[links]]; expected one of: name, interface, modem"),
+        e.message.starts_with(
+            "unknown key 'iface' in [[links]]; expected one of: name, interface, modem"
+        ),
         "{e}"
     );
 }
@@ -84,8 +85,15 @@ fn unknown_top_level_key() {
     let bad = format!("vehicel = \"x\"\n{GOOD}");
     let e = located(&bad);
     assert_eq!((e.line, e.column), (1, 1));
-    assert!(e.message.contains("unknown key 'vehicel' in the top level"), "{e}");
-    assert!(e.message.contains("vehicle, queue, batch, broker, diag, links, sources"), "{e}");
+    assert!(
+        e.message.contains("unknown key 'vehicel' in the top level"),
+        "{e}"
+    );
+    assert!(
+        e.message
+            .contains("vehicle, queue, batch, broker, diag, links, sources"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -155,7 +163,10 @@ fn shipped_default_config_is_valid() {
 #[test]
 fn missing_file_error_names_the_path() {
     let e = Config::load(Path::new("/nonexistent/pitlink.toml")).expect_err("no file");
-    assert!(e.to_string().starts_with("/nonexistent/pitlink.toml: cannot read config"));
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/pitlink.toml: cannot read config")
+    );
 }
 
 proptest::proptest! {

@@ -177,8 +177,10 @@ impl Queue {
             if Some(seg_run) == last_run
                 && let Some(last) = seg.entries.last()
             {
-                rec.previous_durable_last_seq =
-                    Some(rec.previous_durable_last_seq.map_or(last.seq, |m: u64| m.max(last.seq)));
+                rec.previous_durable_last_seq = Some(
+                    rec.previous_durable_last_seq
+                        .map_or(last.seq, |m: u64| m.max(last.seq)),
+                );
             }
             segments.push_back(seg);
         }
@@ -306,7 +308,11 @@ impl Queue {
     fn write_record(&mut self, id: BatchId, meta: BatchMeta, payload: &[u8]) -> io::Result<()> {
         let rec_len = HEADER_LEN as u64 + payload.len() as u64;
         let need_new = match self.segments.back() {
-            Some(s) => s.run != self.run || (s.bytes > 0 && s.bytes + rec_len > self.opts.segment_bytes) || self.active.is_none(),
+            Some(s) => {
+                s.run != self.run
+                    || (s.bytes > 0 && s.bytes + rec_len > self.opts.segment_bytes)
+                    || self.active.is_none()
+            }
             None => true,
         };
         if need_new {
@@ -398,7 +404,12 @@ impl Queue {
         let Some(seg) = i.checked_sub(1).and_then(|i| self.segments.get_mut(i)) else {
             return false;
         };
-        if seg.run != id.run || seg.entries.binary_search_by_key(&id.seq, |e| e.seq).is_err() {
+        if seg.run != id.run
+            || seg
+                .entries
+                .binary_search_by_key(&id.seq, |e| e.seq)
+                .is_err()
+        {
             return false;
         }
         if !self.delivered.entry(id.run).or_default().insert(id.seq) {
@@ -414,13 +425,19 @@ impl Queue {
 
     /// Deletes segments (other than the one being written) whose records are all delivered.
     fn drop_finished_segments(&mut self) {
-        let active_idx = self.active.as_ref().map(|_| self.segments.len().saturating_sub(1));
+        let active_idx = self
+            .active
+            .as_ref()
+            .map(|_| self.segments.len().saturating_sub(1));
         let mut i = 0;
         while i < self.segments.len() {
             if self.segments[i].live == 0 && Some(i) != active_idx {
                 if let Some(seg) = self.segments.remove(i) {
                     if let Err(e) = fs::remove_file(&seg.path) {
-                        tracing::warn!("cannot delete delivered segment {}: {e}", seg.path.display());
+                        tracing::warn!(
+                            "cannot delete delivered segment {}: {e}",
+                            seg.path.display()
+                        );
                     }
                 }
                 continue;

@@ -28,12 +28,18 @@ fn put(q: &mut Queue, n: usize) -> (BatchId, Vec<GapBody>) {
         t_first_us: 1_000_000,
         t_last_us: 1_000_000 + n as u64 - 1,
     };
-    let (r, gaps) = q.append(meta, |id| codec::encode(&codec::data_envelope("v", id, "s", &s)));
+    let (r, gaps) = q.append(meta, |id| {
+        codec::encode(&codec::data_envelope("v", id, "s", &s))
+    });
     (r.expect("append works").0, gaps)
 }
 
 fn seg_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = segment::list(dir).expect("list").into_iter().map(|x| x.2).collect();
+    let mut v: Vec<PathBuf> = segment::list(dir)
+        .expect("list")
+        .into_iter()
+        .map(|x| x.2)
+        .collect();
     v.sort();
     v
 }
@@ -77,7 +83,11 @@ fn fully_delivered_segments_are_deleted() {
     for id in &ids {
         q.ack(*id);
     }
-    assert_eq!(seg_files(d.path()).len(), 1, "only the active segment stays");
+    assert_eq!(
+        seg_files(d.path()).len(),
+        1,
+        "only the active segment stays"
+    );
     assert_eq!(q.stats().undelivered, 0);
     q.sync().expect("sync");
     drop(q);
@@ -102,12 +112,21 @@ fn torn_tail_at_every_offset_of_the_last_record() {
         let d2 = tempfile::tempdir().expect("tmp");
         let p2 = d2.path().join(path.file_name().expect("name"));
         fs::write(&p2, &full[..cut]).expect("write");
-        let (q2, rec) = Queue::open(opts(d2.path(), 1 << 30, 1 << 20)).expect("opens despite a torn tail");
+        let (q2, rec) =
+            Queue::open(opts(d2.path(), 1 << 30, 1 << 20)).expect("opens despite a torn tail");
         assert_eq!(rec.records, 2, "cut at {cut}");
-        assert_eq!(rec.truncated_bytes, (cut - 2 * rec_len) as u64, "cut at {cut}");
+        assert_eq!(
+            rec.truncated_bytes,
+            (cut - 2 * rec_len) as u64,
+            "cut at {cut}"
+        );
         assert_eq!(rec.previous_durable_last_seq, Some(1));
         assert_eq!(q2.undelivered().len(), 2);
-        assert_eq!(fs::metadata(&p2).expect("meta").len(), (2 * rec_len) as u64, "tail truncated");
+        assert_eq!(
+            fs::metadata(&p2).expect("meta").len(),
+            (2 * rec_len) as u64,
+            "tail truncated"
+        );
     }
 }
 
@@ -169,7 +188,11 @@ fn cap_evicts_oldest_and_reports_the_gap() {
     assert_eq!(evicted, q.stats().evicted_batches);
     assert_eq!(q.stats().evicted_samples, evicted * 8);
     let remaining = q.undelivered().len() as u64;
-    assert_eq!(evicted + remaining, 30, "every batch is evicted or still queued");
+    assert_eq!(
+        evicted + remaining,
+        30,
+        "every batch is evicted or still queued"
+    );
     // Evicted ids are the oldest ones, contiguous from 0.
     let mut all = RangeSet::new();
     for g in &gaps {
@@ -194,7 +217,10 @@ fn delivered_batches_are_not_reported_as_evicted() {
     }
     for g in &gaps {
         for (s, e) in &g.seqs {
-            assert!((*s..*e).all(|x| x % 2 == 1), "only undelivered seqs in gaps: {g:?}");
+            assert!(
+                (*s..*e).all(|x| x % 2 == 1),
+                "only undelivered seqs in gaps: {g:?}"
+            );
         }
     }
 }

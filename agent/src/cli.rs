@@ -1,0 +1,277 @@
+//! The command line: `pitlink [--config FILE] <command>`.
+
+use crate::config::{self, Config};
+use crate::mqtt::{BrokerAddr, TlsFiles};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pitlink",
+    version,
+    about = "In-car telemetry agent: sensors → crash-safe disk queue → bonded cellular MQTT links"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, value_name = "FILE", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (what the systemd service runs).
+    Run,
+    /// Validate the configuration file and exit (non-zero, with file:line:col, on an error).
+    CheckConfig {
+        /// Print the effective configuration (defaults filled in) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the running agent's sources, queue and links.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Diagnostics socket (default: [diag] socket of the config, else /run/pitlink/pitlink.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Receive batches from the broker (cloud side): deduplicate, account for gaps, write JSONL.
+    Receive(ReceiveArgs),
+    /// Run the whole flow locally: simulated sensors, three links, its own broker, a receiver.
+    Demo {
+        /// How long the sources run (e.g. 20s, 2m).
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Print the summary as one JSON object on the last line of stdout.
+        #[arg(long)]
+        json: bool,
+        /// Keep the demo's files (queue, broker log, received JSONL) in DIR.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReceiveArgs {
+    /// Broker: HOST:PORT or unix:/PATH.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub broker: String,
+    /// Topic filter to subscribe to.
+    #[arg(long, default_value = "pitlink/+/batch")]
+    pub topic: String,
+    /// MQTT client id; the broker keeps this receiver's session (and queued batches) under it.
+    #[arg(long, default_value = "pitlink-receive")]
+    pub client_id: String,
+    /// Output JSONL file (appended); '-' for stdout.
+    #[arg(long, short, default_value = "-")]
+    pub out: PathBuf,
+    /// CA certificate (PEM) to connect with TLS.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --key.
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS, with --cert.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+    #[arg(long)]
+    pub username: Option<String>,
+    #[arg(long, requires = "username")]
+    pub password: Option<String>,
+    /// Stop after this long (e.g. 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop once no batch arrived for this long (after the first one).
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_exit: Option<Duration>,
+    /// Print the closing summary as one JSON object on stderr's last line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}': {e} (examples: 500ms, 20s, 2m)"))
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PITLINK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pitlink: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { json } => {
+            let cfg = match load_config(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&cfg)?);
+            } else {
+                println!(
+                    "{}: ok (vehicle {}, {} source(s), {} link(s), queue {} capped at {} MiB)",
+                    cli.config.display(),
+                    cfg.vehicle,
+                    cfg.sources.len(),
+                    cfg.links.len(),
+                    cfg.queue.dir.display(),
+                    cfg.queue.max_mb
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let cfg = match load_config(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            init_logging("info");
+            runtime()?.block_on(run_daemon(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json, socket } => {
+            let path = socket
+                .or_else(|| Config::load(&cli.config).ok().map(|c| c.diag.socket))
+                .unwrap_or_else(|| crate::config::DiagConfig::default().socket);
+            let st = crate::diag::fetch(&path)?;
+            if json {
+                println!("{}", serde_json::to_string(&st)?);
+            } else {
+                print!("{}", crate::diag::render(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Receive(a) => {
+            init_logging("info");
+            let broker = BrokerAddr::parse(&a.broker).map_err(anyhow::Error::msg)?;
+            let tls = match &a.ca {
+                Some(ca) => Some(crate::mqtt::tls_config(&TlsFiles {
+                    ca: ca.clone(),
+                    client: a.cert.clone().zip(a.key.clone()),
+                })?),
+                None => None,
+            };
+            let out = (a.out.as_os_str() != "-").then(|| a.out.clone());
+            let opts = crate::receive::ReceiveOptions {
+                broker,
+                topic: a.topic,
+                client_id: a.client_id,
+                out,
+                tls,
+                credentials: a.username.zip(a.password),
+                duration: a.duration,
+                idle_exit: a.idle_exit,
+            };
+            let summary = runtime()?.block_on(async move {
+                let stop = tokio_util::sync::CancellationToken::new();
+                let s2 = stop.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    s2.cancel();
+                });
+                let (tx, _rx) = tokio::sync::watch::channel(Default::default());
+                crate::receive::run(opts, stop, tx).await
+            })?;
+            if a.json {
+                eprintln!("{}", serde_json::to_string(&summary)?);
+            } else {
+                eprint!("{}", crate::receive::render_summary(&summary));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            duration,
+            json,
+            keep,
+        } => {
+            init_logging("warn");
+            let summary = runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
+                duration,
+                keep,
+                live: true,
+            }))?;
+            if json {
+                eprint!("{}", crate::demo::render(&summary));
+                crate::demo::print_json(&summary)?;
+            } else {
+                print!("{}", crate::demo::render(&summary));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn run_daemon(cfg: Config) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let daemon = crate::daemon::start(cfg, crate::daemon::StartOptions::default())?;
+    tracing::info!("pitlink running (pid {})", std::process::id());
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let stop = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => tracing::warn!("SIGHUP: configuration reload is not implemented yet; restart the service to apply a new configuration"),
+            }
+        }
+        tracing::info!("stopping: draining the pipeline");
+        stop.cancel();
+    });
+    daemon.wait().await?;
+    tracing::info!("pitlink stopped");
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! The core loop: owns the batchers, the queue and the scheduler; all decisions happen here or
+//! in the sans-IO structs it drives. Runs on its own thread (see the module above).
+
+use super::sources::{Chunk, SourceShared};
+use crate::batch::Batcher;
+use crate::bond::link::{LinkCmd, LinkEvent};
+use crate::bond::scheduler::{Scheduler, SchedulerConfig};
+use crate::codec::{self, BatchId, Kind, RunBody};
+use crate::config::Config;
+use crate::diag::{LinkStatus, QueueStatus, SourceStatus, Status};
+use crate::queue::{BatchMeta, Queue, Recovery};
+use sensor_drivers::Sample;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Recently appended payloads kept in memory so live batches are sent without a disk read.
+const CACHE_BYTES: usize = 32 << 20;
+const TICK: Duration = Duration::from_millis(5);
+const STATUS_EVERY: Duration = Duration::from_millis(100);
+
+pub struct Core {
+    cfg: Config,
+    queue: Queue,
+    recovery: Recovery,
+    sources: Vec<Arc<SourceShared>>,
+    batchers: Vec<Batcher>,
+    links: Vec<mpsc::Sender<LinkCmd>>,
+    link_errors: Vec<Option<String>>,
+    sched: Scheduler,
+    cache: BTreeMap<BatchId, Arc<Vec<u8>>>,
+    cache_bytes: usize,
+    status_tx: watch::Sender<Status>,
+    started_us: u64,
+    last_rate: (u64, Vec<u64>),
+    rates: Vec<f64>,
+    drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("vehicle", &self.cfg.vehicle)
+            .finish()
+    }
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: Config,
+        queue: Queue,
+        recovery: Recovery,
+        sources: Vec<Arc<SourceShared>>,
+        links: Vec<mpsc::Sender<LinkCmd>>,
+        status_tx: watch::Sender<Status>,
+        max_in_flight: usize,
+        drain_timeout: Duration,
+    ) -> Self {
+        let window_us = cfg.batch.window_ms * 1000;
+        let batchers = cfg
+            .sources
+            .iter()
+            .map(|_| Batcher::new(window_us, cfg.batch.max_samples))
+            .collect();
+        let sched = Scheduler::new(
+            SchedulerConfig {
+                max_in_flight,
+                live_window_us: 2 * window_us + 200_000,
+                ack_timeout_us: 10_000_000,
+            },
+            links.len(),
+        );
+        let n_sources = sources.len();
+        let n_links = links.len();
+        Core {
+            cfg,
+            queue,
+            recovery,
+            sources,
+            batchers,
+            links,
+            link_errors: vec![None; n_links],
+            sched,
+            cache: BTreeMap::new(),
+            cache_bytes: 0,
+            status_tx,
+            started_us: crate::now_us(),
+            last_rate: (crate::now_us(), vec![0; n_sources]),
+            rates: vec![0.0; n_sources],
+            drain_timeout,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut samples: mpsc::Receiver<Chunk>,
+        mut events: mpsc::Receiver<LinkEvent>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        // Backlog from earlier runs first in the books, then this run's announcement.
+        for (id, _) in self.queue.undelivered() {
+            self.sched.add(id, 0);
+        }
+        let now = crate::now_us();
+        let body = RunBody {
+            previous_run: self.recovery.previous_run,
+            previous_durable_last_seq: self.recovery.previous_durable_last_seq,
+        };
+        let vehicle = self.cfg.vehicle.clone();
+        self.append(
+            BatchMeta {
+                samples: 0,
+                t_first_us: now,
+                t_last_us: now,
+            },
+            |id| {
+                codec::encode(&codec::control_envelope(
+                    &vehicle,
+                    id,
+                    Kind::Run,
+                    now,
+                    &body,
+                ))
+            },
+        );
+
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(Duration::from_millis(self.cfg.queue.flush_ms));
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut status = tokio::time::interval(STATUS_EVERY);
+        let mut sources_open = true;
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+
+        loop {
+            tokio::select! {
+                chunk = samples.recv(), if sources_open => match chunk {
+                    Some(c) => self.on_chunk(c),
+                    None => {
+                        // Every source has stopped: close their batches and start draining.
+                        sources_open = false;
+                        self.close_all_batches();
+                        self.sync();
+                        drain_deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
+                        tracing::info!(
+                            "sources stopped; draining {} undelivered batches (at most {:?})",
+                            self.queue.stats().undelivered,
+                            self.drain_timeout
+                        );
+                    }
+                },
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_link_event(ev),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    let now = crate::now_us();
+                    for i in 0..self.batchers.len() {
+                        if let Some(b) = self.batchers[i].poll(now) {
+                            self.commit(i, b);
+                        }
+                    }
+                    self.dispatch(now);
+                    if let Some(d) = drain_deadline
+                        && (self.sched.idle() || tokio::time::Instant::now() >= d)
+                    {
+                        break;
+                    }
+                }
+                _ = flush.tick() => self.sync(),
+                _ = status.tick() => self.publish_status(),
+                // Shutdown only stops the sources; the core notices when their channel closes.
+                _ = shutdown.cancelled(), if sources_open && !shutdown.is_cancelled() => {}
+            }
+        }
+        self.sync();
+        self.publish_status();
+        let st = self.queue.stats();
+        let generated: u64 = self.sources.iter().map(|s| s.samples() + s.drops()).sum();
+        let dropped: u64 = self.sources.iter().map(|s| s.drops()).sum();
+        tracing::info!(
+            generated,
+            dropped,
+            appended = st.appended_batches,
+            delivered = st.delivered_batches,
+            undelivered = st.undelivered,
+            evicted = st.evicted_batches,
+            "core stopped; undelivered batches stay queued for the next start"
+        );
+        Ok(())
+    }
+
+    fn on_chunk(&mut self, c: Chunk) {
+        let closed = match self.batchers.get_mut(c.source) {
+            Some(b) => b.push(&c.samples, c.at_us),
+            None => return,
+        };
+        for b in closed {
+            self.commit(c.source, b);
+        }
+    }
+
+    fn close_all_batches(&mut self) {
+        for i in 0..self.batchers.len() {
+            if let Some(b) = self.batchers[i].flush() {
+                self.commit(i, b);
+            }
+        }
+    }
+
+    /// Encodes and queues one closed batch of source `source`.
+    fn commit(&mut self, source: usize, samples: Vec<Sample>) {
+        if samples.is_empty() {
+            return;
+        }
+        let name = self.cfg.sources[source].name.clone();
+        let vehicle = self.cfg.vehicle.clone();
+        let meta = BatchMeta {
+            samples: samples.len() as u32,
+            t_first_us: samples.iter().map(|s| s.t_us).min().unwrap_or(0),
+            t_last_us: samples.iter().map(|s| s.t_us).max().unwrap_or(0),
+        };
+        self.append(meta, |id| {
+            codec::encode(&codec::data_envelope(&vehicle, id, &name, &samples))
+        });
+    }
+
+    /// Appends to the queue, registers the batch with the scheduler, and queues a gap notice for
+    /// whatever the disk cap evicted to make room.
+    fn append(&mut self, meta: BatchMeta, encode: impl FnOnce(BatchId) -> Vec<u8>) {
+        let mut gaps = self.append_one(meta, encode);
+        let vehicle = self.cfg.vehicle.clone();
+        // A gap notice is itself a batch; appending it may evict again (bounded: each eviction
+        // removes a segment).
+        while let Some(g) = gaps.pop() {
+            for (s, e) in &g.seqs {
+                for seq in *s..*e {
+                    let id = BatchId { run: g.run, seq };
+                    self.sched.forget(id);
+                    self.cache_remove(id);
+                }
+            }
+            let t = crate::now_us();
+            let meta = BatchMeta {
+                samples: 0,
+                t_first_us: t,
+                t_last_us: t,
+            };
+            gaps.extend(self.append_one(meta, |id| {
+                codec::encode(&codec::control_envelope(&vehicle, id, Kind::Gap, t, &g))
+            }));
+        }
+    }
+
+    fn append_one(
+        &mut self,
+        meta: BatchMeta,
+        encode: impl FnOnce(BatchId) -> Vec<u8>,
+    ) -> Vec<codec::GapBody> {
+        let (res, gaps) = self.queue.append(meta, encode);
+        if let Some((id, payload)) = res {
+            self.sched.add(id, crate::now_us());
+            self.cache_put(id, payload);
+        }
+        gaps
+    }
+
+    fn cache_put(&mut self, id: BatchId, payload: Vec<u8>) {
+        self.cache_bytes += payload.len();
+        self.cache.insert(id, Arc::new(payload));
+        while self.cache_bytes > CACHE_BYTES {
+            match self.cache.pop_first() {
+                Some((_, p)) => self.cache_bytes -= p.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn cache_remove(&mut self, id: BatchId) {
+        if let Some(p) = self.cache.remove(&id) {
+            self.cache_bytes -= p.len();
+        }
+    }
+
+    fn dispatch(&mut self, now: u64) {
+        for send in self.sched.poll(now) {
+            let payload = match self.cache.get(&send.id) {
+                Some(p) => Some(p.clone()),
+                None => match self.queue.read(send.id) {
+                    Ok(p) => p.map(Arc::new),
+                    Err(e) => {
+                        tracing::warn!("cannot read batch {} back from the queue: {e}", send.id);
+                        None
+                    }
+                },
+            };
+            let Some(payload) = payload else {
+                // Delivered or evicted meanwhile (or unreadable): nothing to send.
+                self.sched.forget(send.id);
+                continue;
+            };
+            let cmd = LinkCmd::Publish {
+                id: send.id,
+                payload,
+            };
+            if self.links[send.link].try_send(cmd).is_err() {
+                // The link task is gone or swamped: treat the link as down; its batches move.
+                self.sched.link_down(send.link);
+            }
+        }
+    }
+
+    fn on_link_event(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Up { link } => {
+                self.sched.link_up(link);
+                if let Some(e) = self.link_errors.get_mut(link) {
+                    *e = None;
+                }
+            }
+            LinkEvent::Down { link, reason } => {
+                self.sched.link_down(link);
+                if let Some(e) = self.link_errors.get_mut(link) {
+                    *e = Some(reason);
+                }
+            }
+            LinkEvent::Acked { link, id } => {
+                self.sched.acked(link, id);
+                self.queue.ack(id);
+                self.cache_remove(id);
+            }
+        }
+    }
+
+    fn sync(&mut self) {
+        if let Err(e) = self.queue.sync() {
+            tracing::error!("queue fsync failed: {e}");
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let now = crate::now_us();
+        let dt = now.saturating_sub(self.last_rate.0) as f64 / 1e6;
+        if dt >= 1.0 {
+            for (i, s) in self.sources.iter().enumerate() {
+                let n = s.samples();
+                self.rates[i] = n.saturating_sub(self.last_rate.1[i]) as f64 / dt;
+                self.last_rate.1[i] = n;
+            }
+            self.last_rate.0 = now;
+        }
+        let status = Status {
+            vehicle: self.cfg.vehicle.clone(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_us: self.started_us,
+            now_us: now,
+            sources: self
+                .cfg
+                .sources
+                .iter()
+                .zip(&self.sources)
+                .enumerate()
+                .map(|(i, (c, s))| SourceStatus {
+                    name: c.name.clone(),
+                    kind: "synthetic".into(),
+                    channels: c.channels.unwrap_or(0),
+                    rate_hz: c.rate_hz.unwrap_or(0),
+                    samples: s.samples(),
+                    parse_errors: s.parse_errors.load(std::sync::atomic::Ordering::Relaxed),
+                    drops: s.drops(),
+                    samples_per_s: self.rates[i],
+                })
+                .collect(),
+            queue: QueueStatus {
+                dir: self.queue.dir().to_owned(),
+                stats: self.queue.stats().clone(),
+                unsent: self.sched.unsent() as u64,
+                recovery: self.recovery.clone(),
+            },
+            links: self
+                .cfg
+                .links
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    LinkStatus::new(
+                        &l.name,
+                        l.interface.as_deref(),
+                        self.sched.state(i),
+                        self.sched.in_flight(i),
+                        self.sched.counters(i),
+                        self.link_errors[i].clone(),
+                    )
+                })
+                .collect(),
+        };
+        self.status_tx.send_replace(status);
+    }
+}

@@ -1,0 +1,158 @@
+//! Diagnostics: the status snapshot the daemon serves on its unix socket, and its rendering.
+//!
+//! Protocol: connect to the socket, read one JSON document (the [`Status`]) until EOF. The same
+//! document is what `pitlink status --json` prints, so scripts and humans see the same data.
+
+use crate::bond::scheduler::{LinkCounters, LinkState};
+use crate::queue::{QueueStats, Recovery};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+mod render;
+pub use render::render;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub vehicle: String,
+    pub pid: u32,
+    pub version: String,
+    pub started_us: u64,
+    pub now_us: u64,
+    pub sources: Vec<SourceStatus>,
+    pub queue: QueueStatus,
+    pub links: Vec<LinkStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    pub name: String,
+    pub kind: String,
+    pub channels: u16,
+    pub rate_hz: u32,
+    pub samples: u64,
+    pub parse_errors: u64,
+    /// Samples the source dropped because the pipeline was not keeping up.
+    pub drops: u64,
+    /// Samples per second over the last status interval.
+    pub samples_per_s: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    pub dir: PathBuf,
+    #[serde(flatten)]
+    pub stats: QueueStats,
+    /// Batches waiting for a link (not yet sent or taken back for a re-send).
+    pub unsent: u64,
+    pub recovery: Recovery,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub name: String,
+    pub interface: Option<String>,
+    pub state: String,
+    pub in_flight: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub moved: u64,
+    pub duplicate_acks: u64,
+    pub ups: u64,
+    pub downs: u64,
+    pub last_error: Option<String>,
+}
+
+impl LinkStatus {
+    pub fn new(
+        name: &str,
+        interface: Option<&str>,
+        state: LinkState,
+        in_flight: usize,
+        c: LinkCounters,
+        last_error: Option<String>,
+    ) -> Self {
+        LinkStatus {
+            name: name.to_string(),
+            interface: interface.map(str::to_string),
+            state: match state {
+                LinkState::Up => "up".into(),
+                LinkState::Down => "down".into(),
+            },
+            in_flight: in_flight as u64,
+            sent: c.sent,
+            acked: c.acked,
+            moved: c.moved,
+            duplicate_acks: c.duplicate_acks,
+            ups: c.ups,
+            downs: c.downs,
+            last_error,
+        }
+    }
+}
+
+/// Serves `status` on the unix socket at `path` until `stop` is cancelled; removes the socket.
+pub async fn serve(
+    path: PathBuf,
+    status: watch::Receiver<Status>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create the diagnostics socket directory {}",
+                dir.display()
+            )
+        })?;
+    }
+    // A socket left by a killed daemon would make bind fail.
+    if path.exists() {
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("cannot listen on the diagnostics socket {}", path.display()))?;
+    set_mode(&path, 0o660);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            acc = listener.accept() => {
+                let Ok((mut conn, _)) = acc else { continue };
+                let doc = serde_json::to_vec(&*status.borrow()).unwrap_or_default();
+                tokio::spawn(async move {
+                    let _ = conn.write_all(&doc).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+/// Reads one status snapshot from the daemon's socket.
+pub fn fetch(path: &Path) -> anyhow::Result<Status> {
+    use std::io::Read;
+    let mut conn = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the pitlink daemon at {}: {e}\n  is `pitlink run` running? the socket is [diag] socket in the config (or pass --socket)",
+            path.display()
+        )
+    })?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let mut buf = Vec::new();
+    conn.read_to_end(&mut buf)?;
+    serde_json::from_slice(&buf).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the daemon sent an unreadable status ({e})",
+            path.display()
+        )
+    })
+}

@@ -1,0 +1,143 @@
+//! Human-readable status: one screen, the facts an engineer checks first.
+
+use super::Status;
+use std::fmt::Write;
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn age(now_us: u64, then_us: Option<u64>) -> String {
+    match then_us {
+        Some(t) if t > 0 => format!("{:.1} s", now_us.saturating_sub(t) as f64 / 1e6),
+        _ => "-".into(),
+    }
+}
+
+pub fn render(s: &Status) -> String {
+    let mut o = String::new();
+    let up = s.now_us.saturating_sub(s.started_us) as f64 / 1e6;
+    let _ = writeln!(
+        o,
+        "vehicle {}   pitlink {}   pid {}   up {:.0} s   run {}",
+        s.vehicle, s.version, s.pid, up, s.queue.stats.run
+    );
+    let _ = writeln!(o, "\nSOURCES");
+    let _ = writeln!(
+        o,
+        "  {:<16} {:<10} {:>8} {:>9} {:>12} {:>10} {:>8}",
+        "name", "kind", "channels", "rate Hz", "samples", "samples/s", "dropped"
+    );
+    for src in &s.sources {
+        let _ = writeln!(
+            o,
+            "  {:<16} {:<10} {:>8} {:>9} {:>12} {:>10.0} {:>8}",
+            src.name,
+            src.kind,
+            src.channels,
+            src.rate_hz,
+            src.samples,
+            src.samples_per_s,
+            src.drops
+        );
+    }
+    let q = &s.queue.stats;
+    let _ = writeln!(o, "\nQUEUE  {}", s.queue.dir.display());
+    let _ = writeln!(
+        o,
+        "  undelivered {} batches ({} unsent), oldest {}   disk {:.1} / {:.0} MiB in {} segments",
+        q.undelivered,
+        s.queue.unsent,
+        age(s.now_us, q.oldest_undelivered_us),
+        mib(q.bytes_on_disk),
+        mib(q.cap_bytes),
+        q.segments
+    );
+    let _ = writeln!(
+        o,
+        "  appended {}  delivered {}  evicted {} ({} samples)  dropped {} ({} samples, {} write errors)",
+        q.appended_batches,
+        q.delivered_batches,
+        q.evicted_batches,
+        q.evicted_samples,
+        q.dropped_batches,
+        q.dropped_samples,
+        q.write_errors
+    );
+    let r = &s.queue.recovery;
+    if r.corrupt_records > 0 || r.truncated_bytes > 0 {
+        let _ = writeln!(
+            o,
+            "  recovery: skipped {} corrupt records, cut {} torn bytes",
+            r.corrupt_records, r.truncated_bytes
+        );
+    }
+    let _ = writeln!(o, "\nLINKS");
+    let _ = writeln!(
+        o,
+        "  {:<10} {:<10} {:<5} {:>9} {:>9} {:>9} {:>7} {:>6}  last error",
+        "name", "interface", "state", "in flight", "sent", "acked", "moved", "downs"
+    );
+    for l in &s.links {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:<10} {:<5} {:>9} {:>9} {:>9} {:>7} {:>6}  {}",
+            l.name,
+            l.interface.as_deref().unwrap_or("-"),
+            l.state,
+            l.in_flight,
+            l.sent,
+            l.acked,
+            l.moved,
+            l.downs,
+            l.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::{LinkStatus, SourceStatus};
+
+    #[test]
+    fn renders_every_section_with_its_numbers() {
+        let mut s = Status {
+            vehicle: "car-9".into(),
+            now_us: 10_000_000,
+            started_us: 4_000_000,
+            ..Status::default()
+        };
+        s.sources.push(SourceStatus {
+            name: "engine".into(),
+            kind: "synthetic".into(),
+            channels: 50,
+            rate_hz: 1000,
+            samples: 123_456,
+            ..SourceStatus::default()
+        });
+        s.queue.stats.undelivered = 7;
+        s.queue.stats.evicted_batches = 3;
+        s.links.push(LinkStatus {
+            name: "wwan0".into(),
+            interface: Some("wwan0".into()),
+            state: "up".into(),
+            in_flight: 2,
+            sent: 99,
+            acked: 97,
+            moved: 0,
+            duplicate_acks: 0,
+            ups: 1,
+            downs: 0,
+            last_error: None,
+        });
+        let text = render(&s);
+        assert!(text.contains("vehicle car-9"), "{text}");
+        assert!(text.contains("up 6 s"), "{text}");
+        assert!(text.contains("engine") && text.contains("123456"), "{text}");
+        assert!(text.contains("undelivered 7 batches"), "{text}");
+        assert!(text.contains("evicted 3"), "{text}");
+        assert!(text.contains("wwan0") && text.contains("97"), "{text}");
+    }
+}

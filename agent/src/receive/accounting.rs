@@ -1,0 +1,417 @@
+//! Per-vehicle accounting of what arrived, what was re-sent, and what is missing and why (sans-IO).
+//!
+//! Invariant 1 says every batch ends up delivered, evicted or lost in a crash before its fsync,
+//! and that the receiver can tell these apart from the stream alone:
+//! - delivered: the batch arrived;
+//! - evicted: a `Gap` notice named its sequence number;
+//! - lost in a crash: a later run's `Run` announcement said the previous run was durable only up
+//!   to sequence D, so its sequence numbers above D that never arrived never will.
+//!
+//! Everything else below the highest known sequence number of a run is "missing": not arrived
+//! yet (backlog still queued in the car, or in flight).
+//!
+//! `Run` and `Gap` batches occupy sequence numbers of their run like data batches do (seq 0 of
+//! every run is its `Run` announcement), so they count as arrived.
+
+use super::latency::LatencyHistogram;
+use crate::codec::{BatchId, GapBody, RunBody};
+use crate::ranges::RangeSet;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// How many missing ranges a [`RunSummary`] lists (the count is always exact).
+pub const MAX_LISTED_RANGES: usize = 16;
+
+#[derive(Debug, Clone, Default)]
+struct RunLedger {
+    arrived: RangeSet,
+    evicted: RangeSet,
+    /// From this run's own `Run` batch.
+    announced: bool,
+    previous_run: Option<u32>,
+    previous_durable_last_seq: Option<u64>,
+    /// Set when a later run announced this one as its predecessor.
+    ended_by_run: Option<u32>,
+    durable_last_seq: Option<u64>,
+}
+
+/// Counters and per-run sequence ledgers of one vehicle.
+#[derive(Debug, Clone, Default)]
+pub struct Accounting {
+    batches: u64,
+    duplicate_batches: u64,
+    samples: u64,
+    duplicate_samples: u64,
+    gap_notices: u64,
+    evicted_samples: u64,
+    run_announcements: u64,
+    runs: BTreeMap<u32, RunLedger>,
+    latency: LatencyHistogram,
+}
+
+/// What is known about one run of one vehicle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    pub run: u32,
+    /// Highest sequence number known to exist (arrived or reported evicted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seq: Option<u64>,
+    /// Distinct batches that arrived (data, gap and run batches).
+    pub batches: u64,
+    /// Distinct sequence numbers reported evicted by the car's disk cap.
+    pub evicted_batches: u64,
+    /// Not arrived yet and not explained (may still arrive).
+    pub missing_batches: u64,
+    /// Above the durable end this run's successor announced, never arrived: lost for good.
+    pub lost_in_crash_batches: u64,
+    /// The first missing ranges (half-open), at most [`MAX_LISTED_RANGES`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<(u64, u64)>,
+    /// Whether this run's `Run` announcement (seq 0) arrived.
+    pub announced: bool,
+    /// As announced by this run: the run before it and where that one durably ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_run: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_durable_last_seq: Option<u64>,
+    /// The later run whose announcement ended this one. When set, every sequence number above
+    /// `lost_in_crash_after_seq` (every one, when that is absent: nothing was durable) that has
+    /// not arrived was lost in a crash before its fsync; how many there were beyond `max_seq`
+    /// cannot be known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by_run: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_in_crash_after_seq: Option<u64>,
+}
+
+/// Everything known about one vehicle.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VehicleSummary {
+    /// Distinct batches accepted (all kinds).
+    pub batches: u64,
+    pub duplicate_batches: u64,
+    /// Samples written.
+    pub samples: u64,
+    /// Samples of dropped duplicate batches.
+    pub duplicate_samples: u64,
+    pub gap_notices: u64,
+    pub evicted_batches: u64,
+    pub evicted_samples: u64,
+    pub run_announcements: u64,
+    pub missing_batches: u64,
+    pub lost_in_crash_batches: u64,
+    /// End-to-end latency of data batches: receive wall time minus the batch's last sample time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms_p50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms_p99: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms_max: Option<f64>,
+    pub runs: Vec<RunSummary>,
+}
+
+impl Accounting {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A batch accepted for the first time; `samples` is its sample count (0 for control kinds).
+    pub fn on_batch(&mut self, id: BatchId, samples: u64) {
+        self.batches += 1;
+        self.samples += samples;
+        self.runs.entry(id.run).or_default().arrived.insert(id.seq);
+    }
+
+    /// A re-sent batch that was dropped.
+    pub fn on_duplicate(&mut self, samples: u64) {
+        self.duplicate_batches += 1;
+        self.duplicate_samples += samples;
+    }
+
+    /// A gap notice (its own batch is counted by [`Accounting::on_batch`]).
+    pub fn on_gap(&mut self, gap: &GapBody) {
+        self.gap_notices += 1;
+        self.evicted_samples += gap.samples;
+        let run = self.runs.entry(gap.run).or_default();
+        for &(start, end) in &gap.seqs {
+            run.evicted.insert_range(start, end);
+        }
+    }
+
+    /// A run announcement `id` (its own batch is counted by [`Accounting::on_batch`]).
+    pub fn on_run(&mut self, id: BatchId, body: &RunBody) {
+        self.run_announcements += 1;
+        let this = self.runs.entry(id.run).or_default();
+        this.announced = true;
+        this.previous_run = body.previous_run;
+        this.previous_durable_last_seq = body.previous_durable_last_seq;
+        // A run cannot end itself; such an announcement is malformed and only recorded above.
+        if let Some(prev) = body.previous_run.filter(|&p| p != id.run) {
+            let p = self.runs.entry(prev).or_default();
+            p.ended_by_run = Some(id.run);
+            p.durable_last_seq = body.previous_durable_last_seq;
+        }
+    }
+
+    /// End-to-end latency of one data batch, in µs.
+    pub fn on_latency(&mut self, us: u64) {
+        self.latency.record(us);
+    }
+
+    pub fn summary(&self) -> VehicleSummary {
+        let runs: Vec<RunSummary> = self
+            .runs
+            .iter()
+            .map(|(&run, r)| run_summary(run, r))
+            .collect();
+        let ms = |us: f64| us / 1000.0;
+        VehicleSummary {
+            batches: self.batches,
+            duplicate_batches: self.duplicate_batches,
+            samples: self.samples,
+            duplicate_samples: self.duplicate_samples,
+            gap_notices: self.gap_notices,
+            // Counted from the union of reported ranges, so a notice repeated under a new id
+            // does not count the same batches twice.
+            evicted_batches: runs.iter().map(|r| r.evicted_batches).sum(),
+            evicted_samples: self.evicted_samples,
+            run_announcements: self.run_announcements,
+            missing_batches: runs.iter().map(|r| r.missing_batches).sum(),
+            lost_in_crash_batches: runs.iter().map(|r| r.lost_in_crash_batches).sum(),
+            latency_ms_p50: self.latency.quantile_us(0.5).map(ms),
+            latency_ms_p99: self.latency.quantile_us(0.99).map(ms),
+            latency_ms_max: self.latency.max_us().map(|us| ms(us as f64)),
+            runs,
+        }
+    }
+}
+
+fn run_summary(run: u32, r: &RunLedger) -> RunSummary {
+    let max_seq = r.arrived.max().max(r.evicted.max());
+    // Sequence numbers up to the announced durable end exist even if none of them arrived yet.
+    let durable = r.ended_by_run.and(r.durable_last_seq);
+    let known_end = max_seq.max(durable).map_or(0, |m| m.saturating_add(1));
+    let mut explained = r.arrived.clone();
+    for (s, e) in r.evicted.iter_ranges() {
+        explained.insert_range(s, e);
+    }
+    // First sequence number that, if absent, was lost in the crash that ended this run.
+    let lost_from = r
+        .ended_by_run
+        .map(|_| durable.map_or(0, |d| d.saturating_add(1)));
+    let mut missing_batches = 0;
+    let mut lost_in_crash_batches = 0;
+    let mut missing = Vec::new();
+    for (s, e) in explained.holes(0, known_end) {
+        let split = lost_from.map_or(e, |l| l.clamp(s, e));
+        if split > s {
+            missing_batches += split - s;
+            if missing.len() < MAX_LISTED_RANGES {
+                missing.push((s, split));
+            }
+        }
+        lost_in_crash_batches += e - split;
+    }
+    RunSummary {
+        run,
+        max_seq,
+        batches: r.arrived.len(),
+        evicted_batches: r.evicted.len(),
+        missing_batches,
+        lost_in_crash_batches,
+        missing,
+        announced: r.announced,
+        previous_run: r.previous_run,
+        previous_durable_last_seq: r.previous_durable_last_seq,
+        ended_by_run: r.ended_by_run,
+        lost_in_crash_after_seq: durable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::GapCause;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn id(run: u32, seq: u64) -> BatchId {
+        BatchId { run, seq }
+    }
+
+    fn gap(run: u32, seqs: Vec<(u64, u64)>, samples: u64) -> GapBody {
+        GapBody {
+            cause: GapCause::Evicted,
+            run,
+            batches: seqs.iter().map(|(s, e)| e - s).sum(),
+            seqs,
+            samples,
+            t_first_us: 0,
+            t_last_us: 0,
+        }
+    }
+
+    #[test]
+    fn missing_evicted_and_lost_are_told_apart() {
+        let mut a = Accounting::new();
+        // Run 1: seq 0..=2 and 6 arrived, 3..5 evicted, 5 not arrived.
+        for seq in [0, 1, 2, 6] {
+            a.on_batch(id(1, seq), 10);
+        }
+        a.on_batch(id(1, 7), 0); // the gap notice itself
+        a.on_gap(&gap(1, vec![(3, 5)], 40));
+        a.on_duplicate(10);
+        let s = a.summary();
+        assert_eq!(s.batches, 5);
+        assert_eq!(s.samples, 40);
+        assert_eq!((s.duplicate_batches, s.duplicate_samples), (1, 10));
+        assert_eq!(
+            (s.evicted_batches, s.evicted_samples, s.gap_notices),
+            (2, 40, 1)
+        );
+        assert_eq!(s.missing_batches, 1);
+        assert_eq!(s.runs[0].missing, vec![(5, 6)]);
+        assert_eq!(s.runs[0].max_seq, Some(7));
+        assert_eq!(s.lost_in_crash_batches, 0);
+
+        // Run 2 says run 1 was durable up to seq 4: seq 5 was lost in the crash.
+        a.on_batch(id(2, 0), 0);
+        a.on_run(
+            id(2, 0),
+            &RunBody {
+                previous_run: Some(1),
+                previous_durable_last_seq: Some(4),
+            },
+        );
+        let s = a.summary();
+        assert_eq!((s.missing_batches, s.lost_in_crash_batches), (0, 1));
+        assert_eq!(s.run_announcements, 1);
+        let r1 = &s.runs[0];
+        assert_eq!(
+            (r1.ended_by_run, r1.lost_in_crash_after_seq),
+            (Some(2), Some(4))
+        );
+        assert!(r1.missing.is_empty());
+        let r2 = &s.runs[1];
+        assert!(r2.announced);
+        assert_eq!(
+            (r2.previous_run, r2.previous_durable_last_seq),
+            (Some(1), Some(4))
+        );
+        assert_eq!(s.latency_ms_p50, None);
+    }
+
+    #[test]
+    fn durable_end_beyond_what_arrived_is_missing_not_lost() {
+        let mut a = Accounting::new();
+        a.on_batch(id(3, 0), 0);
+        a.on_run(
+            id(3, 0),
+            &RunBody {
+                previous_run: Some(2),
+                previous_durable_last_seq: Some(9),
+            },
+        );
+        a.on_batch(id(2, 4), 5);
+        let s = a.summary();
+        let r2 = &s.runs[0];
+        assert_eq!(r2.run, 2);
+        // 0..=9 exist durably, only 4 arrived: 9 still to come, nothing provably lost.
+        assert_eq!((r2.missing_batches, r2.lost_in_crash_batches), (9, 0));
+        assert_eq!(r2.missing, vec![(0, 4), (5, 10)]);
+    }
+
+    #[test]
+    fn latency_percentiles_in_ms() {
+        let mut a = Accounting::new();
+        for us in [1000, 2000, 3000, 4000] {
+            a.on_latency(us);
+        }
+        let s = a.summary();
+        let p50 = s.latency_ms_p50.expect("p50");
+        assert!((p50 - 2.0).abs() < 0.1, "{p50}");
+        assert_eq!(s.latency_ms_max, Some(4.0));
+    }
+
+    /// One event of the accounting model test.
+    #[derive(Debug, Clone)]
+    enum Ev {
+        Arrive(u32, u64),
+        Evict(u32, u64, u64),
+        Announce(u32, Option<u32>, Option<u64>),
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            4 => (0u32..3, 0u64..40).prop_map(|(r, s)| Ev::Arrive(r, s)),
+            1 => (0u32..3, 0u64..40, 0u64..6).prop_map(|(r, s, n)| Ev::Evict(r, s, s + n)),
+            1 => (0u32..3, proptest::option::of(0u32..3), proptest::option::of(0u64..45))
+                .prop_map(|(r, p, d)| Ev::Announce(r, p, d)),
+        ]
+    }
+
+    proptest! {
+        /// Missing and lost-in-crash counts match a brute-force model over plain sets.
+        #[test]
+        fn matches_a_model(events in proptest::collection::vec(ev(), 0..80)) {
+            let mut a = Accounting::new();
+            let mut arrived: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+            let mut evicted: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+            let mut ended: BTreeMap<u32, Option<u64>> = BTreeMap::new();
+            for e in &events {
+                match *e {
+                    Ev::Arrive(r, s) => {
+                        if arrived.entry(r).or_default().insert(s) {
+                            a.on_batch(id(r, s), 1);
+                        } else {
+                            a.on_duplicate(1);
+                        }
+                    }
+                    Ev::Evict(r, s, e) => {
+                        a.on_gap(&gap(r, vec![(s, e)], 0));
+                        evicted.entry(r).or_default().extend(s..e);
+                    }
+                    Ev::Announce(r, p, d) => {
+                        a.on_run(id(r, 0), &RunBody { previous_run: p, previous_durable_last_seq: d });
+                        if let Some(p) = p.filter(|&p| p != r) {
+                            ended.insert(p, d);
+                        }
+                    }
+                }
+            }
+            let s = a.summary();
+            let (mut missing, mut lost) = (0u64, 0u64);
+            for run in 0..3u32 {
+                let arr = arrived.get(&run).cloned().unwrap_or_default();
+                let ev = evicted.get(&run).cloned().unwrap_or_default();
+                let max = arr.iter().chain(ev.iter()).max().copied();
+                let durable = ended.get(&run).copied().flatten();
+                let top = max.max(durable);
+                let (mut m, mut l) = (0, 0);
+                if let Some(top) = top {
+                    for seq in 0..=top {
+                        if arr.contains(&seq) || ev.contains(&seq) {
+                            continue;
+                        }
+                        let crashed = ended.contains_key(&run) && durable.is_none_or(|d| seq > d);
+                        if crashed { l += 1 } else { m += 1 }
+                    }
+                }
+                if let Some(rs) = s.runs.iter().find(|x| x.run == run) {
+                    prop_assert_eq!(rs.missing_batches, m, "run {}", run);
+                    prop_assert_eq!(rs.lost_in_crash_batches, l, "run {}", run);
+                    prop_assert_eq!(rs.max_seq, max);
+                    prop_assert_eq!(rs.batches, arr.len() as u64);
+                    prop_assert_eq!(rs.evicted_batches, ev.len() as u64);
+                } else {
+                    prop_assert_eq!((m, l), (0, 0));
+                }
+                missing += m;
+                lost += l;
+            }
+            prop_assert_eq!(s.missing_batches, missing);
+            prop_assert_eq!(s.lost_in_crash_batches, lost);
+            prop_assert_eq!(s.batches, arrived.values().map(|x| x.len() as u64).sum::<u64>());
+        }
+    }
+}

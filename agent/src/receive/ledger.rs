@@ -1,0 +1,247 @@
+//! The receiver's decisions (sans-IO): decode, deduplicate, account.
+//!
+//! Handling a message is split in two so that nothing is marked seen before it is written:
+//! [`Ledger::classify`] decides what a payload is, the shell writes it, then
+//! [`Ledger::commit`] records it. If writing fails, the batch stays unseen and its redelivery
+//! (the broker re-sends everything not acknowledged) is written instead of dropped.
+
+use super::accounting::{Accounting, VehicleSummary};
+use super::dedup::Dedup;
+use crate::codec::{self, BatchId, DecodeError, GapBody, Kind, RunBody};
+use sensor_drivers::Sample;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A batch seen for the first time, with its body decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub vehicle: String,
+    pub id: BatchId,
+    pub t_first_us: u64,
+    pub t_last_us: u64,
+    pub content: Content,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    Data {
+        source: String,
+        samples: Vec<Sample>,
+    },
+    Gap(GapBody),
+    Run(RunBody),
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Not a valid message (counted); acknowledge and drop it, re-delivery cannot fix it.
+    Bad(DecodeError),
+    /// Already written (counted); acknowledge and drop it.
+    Duplicate { vehicle: String, id: BatchId },
+    /// Write it, then [`Ledger::commit`] it, then acknowledge it.
+    New(Batch),
+}
+
+/// Everything the receiver knows; what `pitlink receive` prints at the end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReceiveSummary {
+    /// MQTT messages received (any payload).
+    pub messages: u64,
+    pub bad_payloads: u64,
+    /// Sessions established with the broker (1 + reconnections).
+    pub connects: u64,
+    /// Subscriptions the broker granted (one per session).
+    pub subscribes: u64,
+    pub vehicles: BTreeMap<String, VehicleSummary>,
+}
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    dedup: Dedup,
+    vehicles: BTreeMap<String, Accounting>,
+    messages: u64,
+    bad_payloads: u64,
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_vehicle(&mut self, vehicle: &str, f: impl FnOnce(&mut Accounting)) {
+        // Look up by &str first: only a vehicle's first batch allocates its key.
+        match self.vehicles.get_mut(vehicle) {
+            Some(acct) => f(acct),
+            None => f(self.vehicles.entry(vehicle.to_string()).or_default()),
+        }
+    }
+
+    /// Decides what `payload` is. Counts messages, bad payloads and duplicates; a `New` batch
+    /// is only counted by [`Ledger::commit`].
+    pub fn classify(&mut self, payload: &[u8]) -> Verdict {
+        self.messages += 1;
+        let env = match codec::decode(payload) {
+            Ok(env) => env,
+            Err(e) => {
+                self.bad_payloads += 1;
+                return Verdict::Bad(e);
+            }
+        };
+        if env.id.seq == u64::MAX {
+            // No agent gets there (2^64 batches); the accounting's ranges cannot hold it.
+            self.bad_payloads += 1;
+            return Verdict::Bad(DecodeError::Envelope(
+                "sequence number 18446744073709551615 is reserved".to_string(),
+            ));
+        }
+        // Before decoding the body: a duplicate costs no more than its header.
+        if self.dedup.is_seen(&env.vehicle, env.id) {
+            let samples = u64::from(env.samples);
+            self.with_vehicle(&env.vehicle, |a| a.on_duplicate(samples));
+            return Verdict::Duplicate {
+                vehicle: env.vehicle,
+                id: env.id,
+            };
+        }
+        let content = match env.kind {
+            Kind::Data => {
+                codec::data_samples(&env).map(|(source, samples)| Content::Data { source, samples })
+            }
+            Kind::Gap => codec::gap_body(&env).map(Content::Gap),
+            Kind::Run => codec::run_body(&env).map(Content::Run),
+        };
+        match content {
+            Ok(content) => Verdict::New(Batch {
+                vehicle: env.vehicle,
+                id: env.id,
+                t_first_us: env.t_first_us,
+                t_last_us: env.t_last_us,
+                content,
+            }),
+            Err(e) => {
+                // Not marked seen: an intact copy of the same batch may still arrive.
+                self.bad_payloads += 1;
+                Verdict::Bad(e)
+            }
+        }
+    }
+
+    /// Records a batch from [`Ledger::classify`] once it is written; `now_us` is the wall
+    /// clock at reception, for the end-to-end latency.
+    pub fn commit(&mut self, batch: &Batch, now_us: u64) {
+        if !self.dedup.observe(&batch.vehicle, batch.id) {
+            // Committed twice: already counted.
+            return;
+        }
+        self.with_vehicle(&batch.vehicle, |acct| match &batch.content {
+            Content::Data { samples, .. } => {
+                acct.on_batch(batch.id, samples.len() as u64);
+                acct.on_latency(now_us.saturating_sub(batch.t_last_us));
+            }
+            Content::Gap(g) => {
+                acct.on_batch(batch.id, 0);
+                acct.on_gap(g);
+            }
+            Content::Run(r) => {
+                acct.on_batch(batch.id, 0);
+                acct.on_run(batch.id, r);
+            }
+        });
+    }
+
+    pub fn summary(&self) -> ReceiveSummary {
+        ReceiveSummary {
+            messages: self.messages,
+            bad_payloads: self.bad_payloads,
+            connects: 0,
+            subscribes: 0,
+            vehicles: self
+                .vehicles
+                .iter()
+                .map(|(v, a)| (v.clone(), a.summary()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{control_envelope, data_envelope, encode, gap_from};
+    use crate::ranges::RangeSet;
+
+    fn samples(n: usize, t0: u64) -> Vec<Sample> {
+        (0..n)
+            .map(|i| Sample {
+                t_us: t0 + i as u64 * 1000,
+                channel: i as u16,
+                value: i as f64 + 0.5,
+            })
+            .collect()
+    }
+
+    fn id(run: u32, seq: u64) -> BatchId {
+        BatchId { run, seq }
+    }
+
+    #[test]
+    fn classify_then_commit() {
+        let mut l = Ledger::new();
+        let data = encode(&data_envelope(
+            "car",
+            id(1, 1),
+            "eng",
+            &samples(3, 1_000_000),
+        ));
+        let Verdict::New(b) = l.classify(&data) else {
+            panic!("expected a new batch");
+        };
+        assert_eq!(b.t_last_us, 1_002_000);
+        // Not committed yet (e.g. the write failed): the redelivery is new again.
+        assert!(matches!(l.classify(&data), Verdict::New(_)));
+        l.commit(&b, 1_012_000);
+        l.commit(&b, 1_012_000);
+        assert!(matches!(l.classify(&data), Verdict::Duplicate { .. }));
+        assert!(matches!(l.classify(b"\x01garbage"), Verdict::Bad(_)));
+        assert!(matches!(l.classify(&[]), Verdict::Bad(DecodeError::Empty)));
+        let top = encode(&data_envelope(
+            "car",
+            id(1, u64::MAX),
+            "eng",
+            &samples(1, 1),
+        ));
+        assert!(matches!(
+            l.classify(&top),
+            Verdict::Bad(DecodeError::Envelope(_))
+        ));
+
+        let mut seqs = RangeSet::new();
+        seqs.insert_range(2, 4);
+        let g = control_envelope("car", id(1, 4), Kind::Gap, 5, &gap_from(1, &seqs, 9, 1, 2));
+        let Verdict::New(gb) = l.classify(&encode(&g)) else {
+            panic!("expected a gap batch");
+        };
+        l.commit(&gb, 6);
+
+        let s = l.summary();
+        assert_eq!((s.messages, s.bad_payloads), (7, 3));
+        let v = &s.vehicles["car"];
+        assert_eq!((v.batches, v.samples), (2, 3));
+        assert_eq!((v.duplicate_batches, v.duplicate_samples), (1, 3));
+        assert_eq!((v.evicted_batches, v.evicted_samples), (2, 9));
+        // Seq 0 (the run announcement) has not arrived.
+        assert_eq!(v.missing_batches, 1);
+        assert_eq!(v.latency_ms_p50, Some(10.0));
+    }
+
+    #[test]
+    fn corrupt_body_is_bad_and_not_marked_seen() {
+        let mut l = Ledger::new();
+        let mut env = data_envelope("car", id(1, 1), "eng", &samples(3, 1));
+        let good = encode(&env);
+        env.body.truncate(2);
+        assert!(matches!(l.classify(&encode(&env)), Verdict::Bad(_)));
+        assert!(matches!(l.classify(&good), Verdict::New(_)));
+        assert_eq!(l.summary().bad_payloads, 1);
+    }
+}

@@ -1,0 +1,518 @@
+//! `pitlink receive`: the cloud side of the flow. Subscribes to the broker, drops re-sent
+//! batches, writes every sample exactly once as JSON Lines, and accounts for every batch that
+//! did not arrive: evicted by the car's disk cap, lost in a crash before its fsync, or still
+//! missing (see [`accounting`]).
+//!
+//! The sans-IO [`Ledger`] ([`Dedup`] + [`Accounting`]) decides; [`run`] does the IO. A batch is
+//! acknowledged to the broker only once its lines are written and flushed (manual acks on a
+//! persistent session), so a receiver crash loses nothing: the broker re-delivers whatever was
+//! not acknowledged.
+//!
+//! The MQTT event loop runs in its own task and is never cancelled while a session is in use:
+//! cancelling `EventLoop::poll` in the middle of writing an ack loses that ack, and a broker
+//! only re-sends unacknowledged messages on the next session, so each lost ack would shrink the
+//! broker's in-flight window for good.
+
+pub mod accounting;
+mod dedup;
+mod latency;
+mod ledger;
+mod output;
+#[cfg(test)]
+mod tests;
+
+pub use accounting::{Accounting, RunSummary, VehicleSummary};
+pub use dedup::Dedup;
+pub use latency::LatencyHistogram;
+pub use ledger::{Batch, Content, Ledger, ReceiveSummary, Verdict};
+pub use output::JsonlWriter;
+
+use crate::mqtt::{BrokerAddr, Session};
+use anyhow::{Context, Result};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish,
+    QoS, SubscribeReasonCode,
+};
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub const DEFAULT_TOPIC: &str = "pitlink/+/batch";
+pub const DEFAULT_CLIENT_ID: &str = "pitlink-receive";
+
+const MAX_PACKET: usize = 16 << 20;
+const INFLIGHT: u16 = 100;
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Requests (acks, subscribe) waiting for the event loop. Acks are pushed with `try_ack`, and
+/// kept locally when this is full, so the writer never blocks on the event loop.
+const REQUEST_CAPACITY: usize = 1024;
+/// Events waiting for the writer. When full, the event loop stops reading the socket, which is
+/// the backpressure we want when the output is slow.
+const EVENT_CAPACITY: usize = 64;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const STATS_EVERY: Duration = Duration::from_millis(200);
+/// How long an exit may wait for queued acks to reach the broker.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+const LOGGED_BAD_PAYLOADS: u64 = 10;
+const OUT_BUFFER: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct ReceiveOptions {
+    pub broker: BrokerAddr,
+    /// MQTT topic filter, [`DEFAULT_TOPIC`] by default.
+    pub topic: String,
+    /// Also names the broker-side session that holds unacknowledged batches while the receiver
+    /// is away: run one receiver per client id.
+    pub client_id: String,
+    /// JSON Lines output, appended to; `None` or `-` for stdout.
+    pub out: Option<PathBuf>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub credentials: Option<(String, String)>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this long without a message, once at least one message arrived.
+    pub idle_exit: Option<Duration>,
+}
+
+impl ReceiveOptions {
+    pub fn new(broker: BrokerAddr) -> Self {
+        ReceiveOptions {
+            broker,
+            topic: DEFAULT_TOPIC.to_string(),
+            client_id: DEFAULT_CLIENT_ID.to_string(),
+            out: None,
+            tls: None,
+            credentials: None,
+            duration: None,
+            idle_exit: None,
+        }
+    }
+}
+
+/// Receives until `shutdown` is cancelled, `duration` has passed, or nothing arrived for
+/// `idle_exit`; then flushes the output and returns the summary. `stats` gets the current
+/// summary at most every 200 ms. Survives broker restarts; fails on unusable options, on a
+/// broker that refuses the credentials or the subscription, and on output errors.
+pub async fn run(
+    opts: ReceiveOptions,
+    shutdown: CancellationToken,
+    stats: watch::Sender<ReceiveSummary>,
+) -> Result<ReceiveSummary> {
+    if !rumqttc::valid_filter(&opts.topic) {
+        anyhow::bail!(
+            "topic filter '{}' is not a valid MQTT filter (example: {DEFAULT_TOPIC})",
+            opts.topic
+        );
+    }
+    let (sink, out_name) = open_output(opts.out.as_deref())?;
+    let session = Session {
+        addr: opts.broker.clone(),
+        client_id: opts.client_id.clone(),
+        keep_alive: KEEP_ALIVE,
+        // The broker keeps our subscription and unacknowledged batches while we are away.
+        clean_session: false,
+        credentials: opts.credentials.clone(),
+        tls: opts.tls.clone(),
+        bind_device: None,
+        max_packet: MAX_PACKET,
+        inflight: INFLIGHT,
+        manual_acks: true,
+    };
+    let (mqtt, net) = session.options();
+    let (client, mut eventloop) = AsyncClient::new(mqtt, REQUEST_CAPACITY);
+    eventloop.set_network_options(net);
+    let (tx, mut events) = mpsc::channel(EVENT_CAPACITY);
+    let _pump = AbortOnDrop(tokio::spawn(pump(eventloop, tx)));
+
+    let mut rx = Shell {
+        ledger: Ledger::new(),
+        out: JsonlWriter::new(std::io::BufWriter::with_capacity(OUT_BUFFER, sink)),
+        out_name,
+        client,
+        broker: opts.broker.to_string(),
+        topic: opts.topic.clone(),
+        acks: VecDeque::new(),
+        subscribe_pending: false,
+        connected: false,
+        connects: 0,
+        subscribes: 0,
+        bad_logged: 0,
+        outage_since: None,
+        last_message: None,
+        dirty: true,
+    };
+    let hard_end = opts.duration.map(|d| Instant::now() + d);
+    let mut tick = tokio::time::interval(STATS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    info!(broker = %rx.broker, topic = %rx.topic, out = %rx.out_name, "receiving");
+
+    let reason = loop {
+        rx.push_requests();
+        let idle_end = opts.idle_exit.zip(rx.last_message).map(|(d, t)| t + d);
+        let end = match (hard_end, idle_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break "shutdown requested",
+            () = sleep_until(end) => {
+                break if hard_end.is_some_and(|h| Instant::now() >= h) {
+                    "duration elapsed"
+                } else {
+                    "idle"
+                };
+            }
+            _ = tick.tick() => rx.publish_stats(&stats),
+            ev = events.recv() => match ev {
+                Some(Ok(ev)) => rx.on_event(ev)?,
+                Some(Err(e)) => rx.on_error(e)?,
+                // The pump only stops when `events` is dropped.
+                None => anyhow::bail!("the MQTT event loop stopped unexpectedly"),
+            },
+        }
+    };
+    info!(reason, "receiver stopping");
+    rx.finish(&mut events).await;
+    rx.out
+        .flush()
+        .with_context(|| format!("{}: cannot write the output", rx.out_name))?;
+    let summary = rx.summary();
+    stats.send_replace(summary.clone());
+    Ok(summary)
+}
+
+/// Drives the event loop and hands every event to the writer, backing off after errors
+/// (rumqttc reconnects on the next poll, without any delay of its own).
+async fn pump(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, ConnectionError>>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let ev = eventloop.poll().await;
+        let delay = match &ev {
+            Err(_) => {
+                let d = backoff;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                Some(d)
+            }
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = BACKOFF_MIN;
+                None
+            }
+            Ok(_) => None,
+        };
+        if tx.send(ev).await.is_err() {
+            return;
+        }
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn open_output(path: Option<&Path>) -> Result<(Box<dyn Write + Send>, String)> {
+    match path {
+        Some(p) if p != Path::new("-") => {
+            // Append: every line already there was acknowledged and will not be re-delivered.
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("{}: cannot open the output file", p.display()))?;
+            Ok((Box::new(f), p.display().to_string()))
+        }
+        _ => Ok((Box::new(std::io::stdout()), "stdout".to_string())),
+    }
+}
+
+/// The writer side: everything `run` keeps between events.
+struct Shell<W: Write> {
+    ledger: Ledger,
+    out: JsonlWriter<W>,
+    out_name: String,
+    client: AsyncClient,
+    broker: String,
+    topic: String,
+    /// Acks the request channel had no room for yet, oldest first.
+    acks: VecDeque<Publish>,
+    subscribe_pending: bool,
+    connected: bool,
+    connects: u64,
+    subscribes: u64,
+    bad_logged: u64,
+    /// Set while the broker is unreachable, so an outage is logged once, not once per retry.
+    outage_since: Option<Instant>,
+    last_message: Option<Instant>,
+    /// The summary changed since `stats` was last updated.
+    dirty: bool,
+}
+
+impl<W: Write> Shell<W> {
+    fn summary(&self) -> ReceiveSummary {
+        let mut s = self.ledger.summary();
+        s.connects = self.connects;
+        s.subscribes = self.subscribes;
+        s
+    }
+
+    fn publish_stats(&mut self, stats: &watch::Sender<ReceiveSummary>) {
+        if self.dirty {
+            stats.send_replace(self.summary());
+            self.dirty = false;
+        }
+    }
+
+    /// Hands queued acks and a pending subscription to the event loop, as far as there is room.
+    fn push_requests(&mut self) {
+        while let Some(p) = self.acks.front() {
+            // Full: retry after the next event, by which time the event loop has made room.
+            if self.client.try_ack(p).is_err() {
+                break;
+            }
+            self.acks.pop_front();
+        }
+        if self.subscribe_pending
+            && self
+                .client
+                .try_subscribe(self.topic.as_str(), QoS::AtLeastOnce)
+                .is_ok()
+        {
+            self.subscribe_pending = false;
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                self.connects += 1;
+                self.connected = true;
+                match self.outage_since.take() {
+                    Some(t) if self.connects > 1 => info!(
+                        broker = %self.broker,
+                        session_present = ack.session_present,
+                        "reconnected after {:.1} s",
+                        t.elapsed().as_secs_f64()
+                    ),
+                    _ => {
+                        info!(broker = %self.broker, session_present = ack.session_present, "connected")
+                    }
+                }
+                // Subscribe on every connection: a restarted broker may have lost the session.
+                self.subscribe_pending = true;
+                self.dirty = true;
+            }
+            Event::Incoming(Packet::SubAck(s)) => {
+                if s.return_codes.contains(&SubscribeReasonCode::Failure) {
+                    anyhow::bail!(
+                        "broker {} refused the subscription to '{}' (check its ACL for this user)",
+                        self.broker,
+                        self.topic
+                    );
+                }
+                self.subscribes += 1;
+                self.dirty = true;
+            }
+            Event::Incoming(Packet::Publish(p)) => self.on_publish(p)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<()> {
+        self.last_message = Some(Instant::now());
+        self.dirty = true;
+        let payload = std::mem::take(&mut p.payload);
+        match self.ledger.classify(&payload) {
+            Verdict::New(batch) => {
+                self.out
+                    .write_batch(&batch)
+                    .and_then(|()| self.out.flush())
+                    .with_context(|| format!("{}: cannot write the output", self.out_name))?;
+                self.ledger.commit(&batch, crate::now_us());
+            }
+            Verdict::Duplicate { vehicle, id } => {
+                debug!(%vehicle, %id, "duplicate batch dropped");
+            }
+            Verdict::Bad(e) => {
+                // Acknowledged below all the same: re-delivery cannot repair it.
+                self.bad_logged += 1;
+                if self.bad_logged <= LOGGED_BAD_PAYLOADS {
+                    warn!(topic = %p.topic, bytes = payload.len(), "dropping a bad payload: {e}");
+                    if self.bad_logged == LOGGED_BAD_PAYLOADS {
+                        warn!("further bad payloads are counted, not logged");
+                    }
+                }
+            }
+        }
+        // Only now that the lines are flushed.
+        if p.qos != QoS::AtMostOnce {
+            self.acks.push_back(p);
+            self.push_requests();
+        }
+        Ok(())
+    }
+
+    fn on_error(&mut self, e: ConnectionError) -> Result<()> {
+        if let ConnectionError::ConnectionRefused(code) = &e
+            && self.connects == 0
+            && matches!(
+                code,
+                ConnectReturnCode::BadUserNamePassword
+                    | ConnectReturnCode::NotAuthorized
+                    | ConnectReturnCode::BadClientId
+                    | ConnectReturnCode::RefusedProtocolVersion
+            )
+        {
+            // Retrying cannot fix these; after a first success they may be a broker restarting.
+            anyhow::bail!(
+                "broker {} refused the connection: {code:?} (check the credentials and the client id)",
+                self.broker
+            );
+        }
+        self.connected = false;
+        // rumqttc discards acks meant for the lost connection too; the broker re-delivers
+        // those batches and the dedup drops them.
+        self.acks.clear();
+        if self.outage_since.is_none() {
+            self.outage_since = Some(Instant::now());
+            if self.connects == 0 {
+                warn!(broker = %self.broker, "cannot reach the broker: {e}; retrying");
+            } else {
+                warn!(broker = %self.broker, "lost the broker: {e}; reconnecting");
+            }
+        } else {
+            debug!(broker = %self.broker, "still unreachable: {e}");
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Gets the queued acks to the broker, then disconnects cleanly. The request channel is
+    /// FIFO, so once the event loop has sent the DISCONNECT every ack before it was written.
+    /// Messages arriving meanwhile are left unacknowledged: the broker keeps them for the next
+    /// session.
+    async fn finish(&mut self, events: &mut mpsc::Receiver<Result<Event, ConnectionError>>) {
+        if !self.connected {
+            return;
+        }
+        let deadline = Instant::now() + EXIT_GRACE;
+        let mut disconnect_queued = false;
+        loop {
+            self.push_requests();
+            if self.acks.is_empty() && !disconnect_queued {
+                disconnect_queued = self.client.try_disconnect().is_ok();
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(Ok(Event::Outgoing(Outgoing::Disconnect)))) => return,
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => {
+                    warn!(broker = %self.broker, "connection lost while exiting: {e}; unacknowledged batches will be re-delivered");
+                    return;
+                }
+                Ok(None) | Err(_) => {
+                    warn!(broker = %self.broker, "could not confirm the last acknowledgements before exiting; those batches will be re-delivered");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A few human-readable lines.
+pub fn render_summary(s: &ReceiveSummary) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} messages, {} bad payloads, {} connections",
+        s.messages, s.bad_payloads, s.connects
+    );
+    if s.vehicles.is_empty() {
+        o.push_str("no batches received\n");
+    }
+    for (name, v) in &s.vehicles {
+        let _ = writeln!(
+            o,
+            "{name}: {} samples in {} batches written; {} duplicate batches ({} samples) dropped",
+            v.samples, v.batches, v.duplicate_batches, v.duplicate_samples
+        );
+        let _ = writeln!(
+            o,
+            "  evicted {} batches ({} samples, {} gap notices); lost in crash {}; still missing {}",
+            v.evicted_batches,
+            v.evicted_samples,
+            v.gap_notices,
+            v.lost_in_crash_batches,
+            v.missing_batches
+        );
+        if let (Some(p50), Some(p99)) = (v.latency_ms_p50, v.latency_ms_p99) {
+            let _ = write!(o, "  latency p50 {p50:.1} ms, p99 {p99:.1} ms");
+            if let Some(max) = v.latency_ms_max {
+                let _ = write!(o, ", max {max:.1} ms");
+            }
+            o.push('\n');
+        }
+        for r in &v.runs {
+            let _ = write!(o, "  run {}: ", r.run);
+            match r.max_seq {
+                Some(m) => {
+                    let _ = write!(o, "seq 0..={m}, {} arrived", r.batches);
+                }
+                None => o.push_str("nothing arrived"),
+            }
+            if r.evicted_batches > 0 {
+                let _ = write!(o, ", {} evicted", r.evicted_batches);
+            }
+            if let Some(next) = r.ended_by_run {
+                match r.lost_in_crash_after_seq {
+                    Some(d) => {
+                        let _ = write!(o, "; ended (run {next}: durable up to seq {d})");
+                    }
+                    None => {
+                        let _ = write!(o, "; ended (run {next}: nothing durable)");
+                    }
+                }
+            }
+            if r.lost_in_crash_batches > 0 {
+                let _ = write!(o, ", {} lost in crash", r.lost_in_crash_batches);
+            }
+            if r.missing_batches > 0 {
+                let _ = write!(o, "; missing {}:", r.missing_batches);
+                for &(a, b) in &r.missing {
+                    if b == a + 1 {
+                        let _ = write!(o, " {a}");
+                    } else {
+                        let _ = write!(o, " {a}-{}", b - 1);
+                    }
+                }
+                if r.missing.iter().map(|(a, b)| b - a).sum::<u64>() < r.missing_batches {
+                    o.push_str(" …");
+                }
+            }
+            o.push('\n');
+        }
+    }
+    o
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what pitlink's demo and test suite need on a Debian 12 machine. Idempotent: a package
+# or tool already present is left alone. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+need_pkgs=()
+for pkg in mosquitto mosquitto-clients; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
+done
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${need_pkgs[*]}" >&2; exit 1; }
+    SUDO="sudo"
+  fi
+  echo "setup: installing ${need_pkgs[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# Debian starts a system mosquitto on port 1883 where systemd runs; pitlink's tests and demo
+# start their own brokers on unix sockets and free ports, so a system broker does not interfere.
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { echo "setup: mosquitto missing after install" >&2; exit 1; }
+
+command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+echo "setup: ok" >&2
