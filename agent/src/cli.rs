@@ -41,7 +41,7 @@ pub enum Command {
         socket: Option<PathBuf>,
     },
     /// Receive batches from the broker (cloud side): deduplicate, account for gaps, write JSONL.
-    Receive(ReceiveArgs),
+    Receive(Box<ReceiveArgs>),
     /// Run the whole flow locally: simulated sensors, three links, its own broker, a receiver.
     Demo {
         /// How long the sources run (e.g. 20s, 2m).
@@ -104,6 +104,7 @@ fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -179,6 +180,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Receive(a) => {
+            let a = *a;
             init_logging("info");
             let broker = BrokerAddr::parse(&a.broker).map_err(anyhow::Error::msg)?;
             let tls = match &a.ca {

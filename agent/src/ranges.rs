@@ -25,12 +25,13 @@ impl RangeSet {
             .is_some_and(|(_, &end)| x < end)
     }
 
-    /// Inserts `x`; returns false if it was already present.
+    /// Inserts `x`; returns false if it was already present. `u64::MAX` cannot be stored
+    /// (ranges are half-open) and is refused with `false`; sequence numbers never get there.
     pub fn insert(&mut self, x: u64) -> bool {
-        if self.contains(x) {
+        if x == u64::MAX || self.contains(x) {
             return false;
         }
-        self.insert_range(x, x.saturating_add(1));
+        self.insert_range(x, x + 1);
         true
     }
 

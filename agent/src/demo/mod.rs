@@ -186,8 +186,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
     let final_status = {
         let st = daemon.status.clone();
         daemon.wait().await?;
-        let s = st.borrow().clone();
-        s
+        st.borrow().clone()
     };
     let duration_s = started.elapsed().as_secs_f64();
     let delivered_batches = final_status.queue.stats.delivered_batches;

@@ -432,13 +432,13 @@ impl Queue {
         let mut i = 0;
         while i < self.segments.len() {
             if self.segments[i].live == 0 && Some(i) != active_idx {
-                if let Some(seg) = self.segments.remove(i) {
-                    if let Err(e) = fs::remove_file(&seg.path) {
-                        tracing::warn!(
-                            "cannot delete delivered segment {}: {e}",
-                            seg.path.display()
-                        );
-                    }
+                if let Some(seg) = self.segments.remove(i)
+                    && let Err(e) = fs::remove_file(&seg.path)
+                {
+                    tracing::warn!(
+                        "cannot delete delivered segment {}: {e}",
+                        seg.path.display()
+                    );
                 }
                 continue;
             }

@@ -1,7 +1,7 @@
 //! `pitlink receive`: the cloud side of the flow. Subscribes to the broker, drops re-sent
 //! batches, writes every sample exactly once as JSON Lines, and accounts for every batch that
 //! did not arrive: evicted by the car's disk cap, lost in a crash before its fsync, or still
-//! missing (see [`accounting`]).
+//! missing (see `accounting.rs` for the exact rules).
 //!
 //! The sans-IO [`Ledger`] ([`Dedup`] + [`Accounting`]) decides; [`run`] does the IO. A batch is
 //! acknowledged to the broker only once its lines are written and flushed (manual acks on a
@@ -13,7 +13,7 @@
 //! only re-sends unacknowledged messages on the next session, so each lost ack would shrink the
 //! broker's in-flight window for good.
 
-pub mod accounting;
+mod accounting;
 mod dedup;
 mod latency;
 mod ledger;
@@ -21,7 +21,7 @@ mod output;
 #[cfg(test)]
 mod tests;
 
-pub use accounting::{Accounting, RunSummary, VehicleSummary};
+pub use accounting::{Accounting, MAX_LISTED_RANGES, RunSummary, VehicleSummary};
 pub use dedup::Dedup;
 pub use latency::LatencyHistogram;
 pub use ledger::{Batch, Content, Ledger, ReceiveSummary, Verdict};
@@ -334,6 +334,7 @@ impl<W: Write> Shell<W> {
                 }
                 self.subscribes += 1;
                 self.dirty = true;
+                info!(topic = %self.topic, "subscribed");
             }
             Event::Incoming(Packet::Publish(p)) => self.on_publish(p)?,
             _ => {}
