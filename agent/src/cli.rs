@@ -54,6 +54,32 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
     },
+    /// Measure: one JSON object of figures per benchmark, timings beside a same-run baseline.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Queue append throughput and write amplification against plain sequential writes, and
+    /// the time to recover the queue that was written.
+    Queue {
+        /// Print one JSON object (the default prints it too, pretty).
+        #[arg(long)]
+        json: bool,
+        /// Payload volume per phase, in MiB.
+        #[arg(long, default_value_t = 2048)]
+        mib: u64,
+        /// Time limit per phase.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        max_time: Duration,
+        /// Directory on the disk to measure (default: the system temp directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Record payload size in KiB.
+        #[arg(long, default_value_t = 16)]
+        record_kib: usize,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -215,6 +241,27 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{}", serde_json::to_string(&summary)?);
             } else {
                 eprint!("{}", crate::receive::render_summary(&summary));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::Queue {
+            json,
+            mib,
+            max_time,
+            dir,
+            record_kib,
+        }) => {
+            let r = crate::bench::queue(&crate::bench::QueueBenchOptions {
+                mib,
+                max_time,
+                dir,
+                record_bytes: record_kib.max(1) << 10,
+                flush: Duration::from_millis(100),
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&r)?);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -6,6 +6,7 @@
 //! See docs/ and DESIGN notes in the README.
 
 pub mod batch;
+pub mod bench;
 pub mod bond;
 pub mod cli;
 pub mod codec;
