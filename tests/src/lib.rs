@@ -234,3 +234,49 @@ pub fn log_field(log: &str, marker: &str, key: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// The daemon's closing counters (its last "core stopped" log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinalCounters {
+    pub generated: u64,
+    pub dropped: u64,
+    pub undelivered: u64,
+}
+
+/// Starts `pitlink run` with `config` and waits until a link is up.
+pub fn start_daemon(dir: &Path, config: &Path) -> Result<Proc> {
+    let mut d = Proc::spawn(
+        &["--config", config.to_str().context("utf-8 path")?, "run"],
+        &dir.join("daemon.log"),
+    )?;
+    d.wait_log("link up", Duration::from_secs(10))?;
+    Ok(d)
+}
+
+/// SIGTERM, a clean exit within `limit`, and the closing counters.
+pub fn stop_daemon(d: &mut Proc, limit: Duration) -> Result<FinalCounters> {
+    d.signal(Signal::SIGTERM);
+    let st = d.wait_exit(limit)?;
+    let log = d.log_text();
+    if !st.success() {
+        bail!("daemon exit: {st}\n{log}");
+    }
+    let field = |k: &str| {
+        log_field(&log, "core stopped", k)
+            .with_context(|| format!("no {k}= in the closing log line:\n{log}"))
+    };
+    Ok(FinalCounters {
+        generated: field("generated")?,
+        dropped: field("dropped")?,
+        undelivered: field("undelivered")?,
+    })
+}
+
+/// Waits for the receiver to exit cleanly (it was started with --idle-exit) and reads its output.
+pub fn finish_receiver(rx: &mut Proc, out: &Path) -> Result<Vec<SampleLine>> {
+    let st = rx.wait_exit(Duration::from_secs(30))?;
+    if !st.success() {
+        bail!("receiver exit: {st}\n{}", rx.log_text());
+    }
+    read_samples(out)
+}

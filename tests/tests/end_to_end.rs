@@ -1,12 +1,9 @@
 //! End to end: the real daemon and receiver binaries against a real Mosquitto.
 
 use anyhow::Result;
-use nix::sys::signal::Signal;
 use sensor_drivers::synthetic::Waveform;
 use std::time::Duration;
 use system_tests::*;
-
-const STOP_MARKER: &str = "core stopped";
 
 /// Every channel's timestamps must be the exact grid from the first sample to the last, each
 /// exactly once, and every value must be the waveform's value at that time.
@@ -65,43 +62,29 @@ fn synthetic_1khz_50_channels_10s_arrive_exactly_once() -> Result<()> {
     let broker = Mosquitto::start(&dir.path().join("broker"), BrokerOptions::default())?;
     let out = dir.path().join("received.jsonl");
     let mut rx = start_receiver(dir.path(), broker.socket(), &out, "3s")?;
+    let engine = Synth {
+        name: "engine",
+        channels: 50,
+        rate_hz: 1000,
+        waveform: "sine",
+    };
     let cfg = write_config(
         dir.path(),
         "car-e2e",
         broker.socket(),
         &["wwan0"],
-        &[Synth {
-            name: "engine",
-            channels: 50,
-            rate_hz: 1000,
-            waveform: "sine",
-        }],
+        &[engine],
     )?;
-    let mut d = Proc::spawn(
-        &["--config", cfg.to_str().expect("utf-8"), "run"],
-        &dir.path().join("daemon.log"),
-    )?;
-    d.wait_log("link up", Duration::from_secs(10))?;
+    let mut d = start_daemon(dir.path(), &cfg)?;
     std::thread::sleep(Duration::from_secs(10));
-    d.signal(Signal::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(10))?;
-    assert!(st.success(), "daemon exit: {st}\n{}", d.log_text());
-    let log = d.log_text();
-    let generated = log_field(&log, STOP_MARKER, "generated").expect("final counters logged");
-    assert_eq!(
-        log_field(&log, STOP_MARKER, "undelivered"),
-        Some(0),
-        "{log}"
-    );
-    assert_eq!(log_field(&log, STOP_MARKER, "dropped"), Some(0), "{log}");
-    assert!(generated >= 9 * 1000 * 50, "10 s at 50 kHz: {generated}");
+    let end = stop_daemon(&mut d, Duration::from_secs(10))?;
+    assert_eq!((end.undelivered, end.dropped), (0, 0), "{end:?}");
+    assert!(end.generated >= 9 * 1000 * 50, "10 s at 50 kHz: {end:?}");
 
-    let st = rx.wait_exit(Duration::from_secs(20))?;
-    assert!(st.success(), "receiver exit: {st}\n{}", rx.log_text());
-    let lines = read_samples(&out)?;
+    let lines = finish_receiver(&mut rx, &out)?;
     let got = assert_exactly_once(&lines, 50, 1000, Waveform::Sine);
     assert_eq!(
-        got, generated,
+        got, end.generated,
         "every generated sample written exactly once"
     );
     assert!(
@@ -115,55 +98,41 @@ fn synthetic_1khz_50_channels_10s_arrive_exactly_once() -> Result<()> {
 #[test]
 fn broker_restart_mid_stream_loses_nothing() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut broker = Mosquitto::start(
-        &dir.path().join("broker"),
-        BrokerOptions {
-            tcp: false,
-            persistence: true,
-        },
-    )?;
+    let persistent = BrokerOptions {
+        tcp: false,
+        persistence: true,
+    };
+    let mut broker = Mosquitto::start(&dir.path().join("broker"), persistent)?;
     let out = dir.path().join("received.jsonl");
     let mut rx = start_receiver(dir.path(), broker.socket(), &out, "4s")?;
+    let chassis = Synth {
+        name: "chassis",
+        channels: 10,
+        rate_hz: 1000,
+        waveform: "noise",
+    };
     let cfg = write_config(
         dir.path(),
         "car-restart",
         broker.socket(),
         &["wwan0", "wwan1"],
-        &[Synth {
-            name: "chassis",
-            channels: 10,
-            rate_hz: 1000,
-            waveform: "noise",
-        }],
+        &[chassis],
     )?;
-    let mut d = Proc::spawn(
-        &["--config", cfg.to_str().expect("utf-8"), "run"],
-        &dir.path().join("daemon.log"),
-    )?;
-    d.wait_log("link up", Duration::from_secs(10))?;
+    let mut d = start_daemon(dir.path(), &cfg)?;
     std::thread::sleep(Duration::from_secs(3));
     broker.restart()?;
     std::thread::sleep(Duration::from_secs(4));
-    d.signal(Signal::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(15))?;
-    assert!(st.success(), "daemon exit: {st}\n{}", d.log_text());
-    let log = d.log_text();
+    let end = stop_daemon(&mut d, Duration::from_secs(15))?;
     assert!(
-        log.contains("link down"),
-        "the restart was seen by the links:\n{log}"
+        d.log_text().contains("link down"),
+        "the links saw the restart:\n{}",
+        d.log_text()
     );
-    let generated = log_field(&log, STOP_MARKER, "generated").expect("final counters logged");
-    assert_eq!(
-        log_field(&log, STOP_MARKER, "undelivered"),
-        Some(0),
-        "{log}"
-    );
+    assert_eq!(end.undelivered, 0, "{end:?}");
 
-    let st = rx.wait_exit(Duration::from_secs(20))?;
-    assert!(st.success(), "receiver exit: {st}\n{}", rx.log_text());
-    let lines = read_samples(&out)?;
+    let lines = finish_receiver(&mut rx, &out)?;
     let got = assert_exactly_once(&lines, 10, 1000, Waveform::Noise);
-    assert_eq!(got, generated, "nothing lost across the broker restart");
+    assert_eq!(got, end.generated, "nothing lost across the broker restart");
     Ok(())
 }
 
@@ -171,21 +140,15 @@ fn broker_restart_mid_stream_loses_nothing() -> Result<()> {
 fn status_command_shows_the_running_daemon() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Mosquitto::start(&dir.path().join("broker"), BrokerOptions::default())?;
-    let cfg = write_config(
-        dir.path(),
-        "car-status",
-        broker.socket(),
-        &["wwan0"],
-        &[Synth {
-            name: "s1",
-            channels: 4,
-            rate_hz: 100,
-            waveform: "saw",
-        }],
-    )?;
+    let s1 = Synth {
+        name: "s1",
+        channels: 4,
+        rate_hz: 100,
+        waveform: "saw",
+    };
+    let cfg = write_config(dir.path(), "car-status", broker.socket(), &["wwan0"], &[s1])?;
+    let mut d = start_daemon(dir.path(), &cfg)?;
     let cfg = cfg.to_str().expect("utf-8").to_string();
-    let mut d = Proc::spawn(&["--config", &cfg, "run"], &dir.path().join("daemon.log"))?;
-    d.wait_log("link up", Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_millis(1500));
     let out = std::process::Command::new(pitlink_bin())
         .args(["--config", &cfg, "status", "--json"])
@@ -200,6 +163,7 @@ fn status_command_shows_the_running_daemon() -> Result<()> {
     assert_eq!(v["sources"][0]["name"], "s1");
     assert!(v["sources"][0]["samples"].as_u64().unwrap_or(0) > 0, "{v}");
     assert_eq!(v["links"][0]["state"], "up", "{v}");
+    assert!(v["links"][0]["acked"].as_u64().unwrap_or(0) > 0, "{v}");
     assert!(
         v["queue"]["delivered_batches"].as_u64().unwrap_or(0) > 0,
         "{v}"
@@ -213,8 +177,7 @@ fn status_command_shows_the_running_daemon() -> Result<()> {
         text.contains("vehicle car-status") && text.contains("SOURCES") && text.contains("wwan0"),
         "{text}"
     );
-    d.signal(Signal::SIGTERM);
-    assert!(d.wait_exit(Duration::from_secs(10))?.success());
+    stop_daemon(&mut d, Duration::from_secs(10))?;
 
     // With the daemon gone, status says what to check.
     let out = std::process::Command::new(pitlink_bin())

@@ -74,43 +74,32 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
     let (base_bytes, base_secs, base_wa) = baseline(tmp.path(), &records, target, opts)?;
 
     let qdir = tmp.path().join("queue");
-    let (mut q, _) = Queue::open(QueueOptions {
-        dir: qdir.clone(),
-        cap_bytes: target * 2 + (64 << 20),
-        segment_bytes: 64 << 20,
-    })?;
-    let w0 = proc_write_bytes();
-    let start = Instant::now();
-    let mut last_sync = start;
-    let mut written = 0u64;
-    let mut i = 0usize;
-    while written < target && start.elapsed() < opts.max_time {
-        let rec = &records[i % records.len()];
-        let meta = BatchMeta {
-            samples: 0,
-            t_first_us: 0,
-            t_last_us: 0,
-        };
-        let (res, _) = q.append(meta, |_| rec.clone());
-        res.context("queue append failed")?;
-        written += rec.len() as u64;
-        i += 1;
-        if last_sync.elapsed() >= opts.flush {
-            q.sync()?;
-            last_sync = Instant::now();
-        }
-    }
-    q.sync()?;
-    let secs = start.elapsed().as_secs_f64();
-    let w1 = proc_write_bytes();
-    drop(q);
-
-    let t = Instant::now();
-    let (_q, rec) = Queue::open(QueueOptions {
+    let qopts = QueueOptions {
         dir: qdir,
         cap_bytes: target * 2 + (64 << 20),
         segment_bytes: 64 << 20,
-    })?;
+    };
+    let (mut q, _) = Queue::open(qopts.clone())?;
+    let meta = BatchMeta {
+        samples: 0,
+        t_first_us: 0,
+        t_last_us: 0,
+    };
+    let cell = std::cell::RefCell::new(&mut q);
+    let (written, secs, wa) = timed_phase(
+        &records,
+        target,
+        opts,
+        |rec| {
+            let (res, _) = cell.borrow_mut().append(meta, |_| rec.to_vec());
+            res.map(|_| ()).context("queue append failed")
+        },
+        || Ok(cell.borrow_mut().sync()?),
+    )?;
+    drop(q);
+
+    let t = Instant::now();
+    let (_q, rec) = Queue::open(qopts)?;
     let recovery_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -122,13 +111,14 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
         append_mib_s,
         disk_baseline_mib_s,
         ratio_to_disk: append_mib_s / disk_baseline_mib_s,
-        write_amplification: w0.zip(w1).map(|(a, b)| (b - a) as f64 / written as f64),
+        write_amplification: wa,
         baseline_write_amplification: base_wa,
         recovery_ms,
         recovered_batches: rec.undelivered,
     })
 }
 
+/// Plain sequential writes of the same records, same fdatasync cadence.
 fn baseline(
     dir: &Path,
     records: &[Vec<u8>],
@@ -136,32 +126,49 @@ fn baseline(
     opts: &QueueBenchOptions,
 ) -> Result<(u64, f64, Option<f64>)> {
     let path = dir.join("baseline.bin");
-    let mut f = std::fs::File::create(&path)?;
+    let f = std::cell::RefCell::new(std::fs::File::create(&path)?);
+    let r = timed_phase(
+        records,
+        target,
+        opts,
+        |rec| Ok(f.borrow_mut().write_all(rec)?),
+        || Ok(f.borrow().sync_data()?),
+    )?;
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(r)
+}
+
+/// Writes `records` round-robin until `target` bytes or the time limit, calling `sync` once per
+/// flush interval and at the end. Returns (bytes, seconds, write amplification).
+fn timed_phase(
+    records: &[Vec<u8>],
+    target: u64,
+    opts: &QueueBenchOptions,
+    mut write: impl FnMut(&[u8]) -> Result<()>,
+    mut sync: impl FnMut() -> Result<()>,
+) -> Result<(u64, f64, Option<f64>)> {
     let w0 = proc_write_bytes();
     let start = Instant::now();
     let mut last_sync = start;
     let mut written = 0u64;
-    let mut i = 0;
-    while written < target && start.elapsed() < opts.max_time {
-        let rec = &records[i % records.len()];
-        f.write_all(rec)?;
+    for rec in records.iter().cycle() {
+        if written >= target || start.elapsed() >= opts.max_time {
+            break;
+        }
+        write(rec)?;
         written += rec.len() as u64;
-        i += 1;
         if last_sync.elapsed() >= opts.flush {
-            f.sync_data()?;
+            sync()?;
             last_sync = Instant::now();
         }
     }
-    f.sync_data()?;
+    sync()?;
     let secs = start.elapsed().as_secs_f64();
-    let w1 = proc_write_bytes();
-    drop(f);
-    std::fs::remove_file(&path)?;
-    Ok((
-        written,
-        secs,
-        w0.zip(w1).map(|(a, b)| (b - a) as f64 / written as f64),
-    ))
+    let wa = proc_write_bytes()
+        .zip(w0)
+        .map(|(b, a)| b.saturating_sub(a) as f64 / written.max(1) as f64);
+    Ok((written, secs, wa))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //!   set and is sent again, on any link. The receiver removes the duplicates this may cause.
 
 use crate::codec::BatchId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub enum LinkState {
 }
 
 /// Per-link counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkCounters {
     /// Publishes handed to the link.
     pub sent: u64,

@@ -164,7 +164,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
             let links: Vec<String> = s
                 .links
                 .iter()
-                .map(|l| format!("{} {} {}", l.name, l.state, l.acked))
+                .map(|l| format!("{} {} {}", l.name, l.state, l.counters.acked))
                 .collect();
             let line = format!(
                 "{:>4.0}s  generated {generated}  received {received}  queue {} undelivered  links [{}]",
@@ -238,8 +238,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
             .iter()
             .map(|l| DemoLink {
                 name: l.name.clone(),
-                batches_acked: l.acked,
-                batches_moved: l.moved,
+                batches_acked: l.counters.acked,
+                batches_moved: l.counters.moved,
             })
             .collect(),
         output: if opts.keep.is_some() {

@@ -56,12 +56,8 @@ pub struct LinkStatus {
     pub interface: Option<String>,
     pub state: String,
     pub in_flight: u64,
-    pub sent: u64,
-    pub acked: u64,
-    pub moved: u64,
-    pub duplicate_acks: u64,
-    pub ups: u64,
-    pub downs: u64,
+    #[serde(flatten)]
+    pub counters: LinkCounters,
     pub last_error: Option<String>,
 }
 
@@ -71,7 +67,7 @@ impl LinkStatus {
         interface: Option<&str>,
         state: LinkState,
         in_flight: usize,
-        c: LinkCounters,
+        counters: LinkCounters,
         last_error: Option<String>,
     ) -> Self {
         LinkStatus {
@@ -82,12 +78,7 @@ impl LinkStatus {
                 LinkState::Down => "down".into(),
             },
             in_flight: in_flight as u64,
-            sent: c.sent,
-            acked: c.acked,
-            moved: c.moved,
-            duplicate_acks: c.duplicate_acks,
-            ups: c.ups,
-            downs: c.downs,
+            counters,
             last_error,
         }
     }

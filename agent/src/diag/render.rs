@@ -86,10 +86,10 @@ pub fn render(s: &Status) -> String {
             l.interface.as_deref().unwrap_or("-"),
             l.state,
             l.in_flight,
-            l.sent,
-            l.acked,
-            l.moved,
-            l.downs,
+            l.counters.sent,
+            l.counters.acked,
+            l.counters.moved,
+            l.counters.downs,
             l.last_error.as_deref().unwrap_or("-")
         );
     }
@@ -124,12 +124,12 @@ mod tests {
             interface: Some("wwan0".into()),
             state: "up".into(),
             in_flight: 2,
-            sent: 99,
-            acked: 97,
-            moved: 0,
-            duplicate_acks: 0,
-            ups: 1,
-            downs: 0,
+            counters: crate::bond::scheduler::LinkCounters {
+                sent: 99,
+                acked: 97,
+                ups: 1,
+                ..Default::default()
+            },
             last_error: None,
         });
         let text = render(&s);
