@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use pitlink::demo::broker::{BrokerOptions, Mosquitto};
+pub use pitlink::demo::broker::{BrokerOptions, BrokerTls, Mosquitto};
 
 /// Path of the `pitlink` binary, built once per test process (so a test never runs a stale one).
 pub fn pitlink_bin() -> &'static Path {

@@ -99,8 +99,8 @@ fn synthetic_1khz_50_channels_10s_arrive_exactly_once() -> Result<()> {
 fn broker_restart_mid_stream_loses_nothing() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let persistent = BrokerOptions {
-        tcp: false,
         persistence: true,
+        ..BrokerOptions::default()
     };
     let mut broker = Mosquitto::start(&dir.path().join("broker"), persistent)?;
     let out = dir.path().join("received.jsonl");

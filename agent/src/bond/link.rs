@@ -42,6 +42,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl LinkTask {
     /// Runs until `stop` is cancelled; then disconnects cleanly (bounded to one second).
+    /// The caller instruments it with the link's span.
     pub async fn run(
         self,
         mut cmds: mpsc::Receiver<LinkCmd>,
@@ -49,8 +50,6 @@ impl LinkTask {
         stop: CancellationToken,
     ) {
         let link = self.index;
-        let span = tracing::info_span!("link", name = %self.name);
-        let _enter = span.enter();
         let mut backoff = BACKOFF_MIN;
         let mut last_reason = String::new();
         loop {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use sources::SourceShared;
 
@@ -97,13 +98,10 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
     for (i, s) in cfg.sources.iter().enumerate() {
         let sh = Arc::new(SourceShared::default());
         shared.push(sh.clone());
-        tasks.push(tokio::spawn(sources::run(
-            i,
-            s.clone(),
-            sample_tx.clone(),
-            sh,
-            shutdown.clone(),
-        )));
+        let span = tracing::info_span!("source", name = %s.name);
+        tasks.push(tokio::spawn(
+            sources::run(i, s.clone(), sample_tx.clone(), sh, shutdown.clone()).instrument(span),
+        ));
     }
     drop(sample_tx);
 

@@ -46,8 +46,6 @@ pub async fn run(
 ) {
     match cfg.kind {
         SourceKind::Synthetic => {
-            let span = tracing::info_span!("source", name = %cfg.name);
-            let _e = span.enter();
             let mut g = Synthetic::new(cfg.synthetic_spec(), crate::now_us());
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -10,12 +10,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BrokerOptions {
     /// Also listen on a free TCP port of 127.0.0.1.
     pub tcp: bool,
     /// Keep sessions and queued messages across a restart (saved on SIGTERM).
     pub persistence: bool,
+    /// Serve TLS (and require client certificates) on the TCP port.
+    pub tls: Option<BrokerTls>,
+}
+
+/// PEM files of a TLS listener.
+#[derive(Debug, Clone)]
+pub struct BrokerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Mutual TLS: refuse clients without a certificate signed by `ca`.
+    pub require_client_cert: bool,
 }
 
 #[derive(Debug)]
@@ -65,11 +77,21 @@ impl Mosquitto {
             if nix::unistd::geteuid().is_root() {
                 text.push_str("user root\n");
             }
+            text.push_str("allow_anonymous true\n");
+            text.push_str(&format!("listener 0 {}\n", socket.display()));
+            // Listener options apply to the listener declared last: the TCP one goes last.
             if let Some(p) = port {
                 text.push_str(&format!("listener {p} 127.0.0.1\n"));
+                if let Some(t) = &opts.tls {
+                    text.push_str(&format!(
+                        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                        t.ca.display(),
+                        t.cert.display(),
+                        t.key.display(),
+                        t.require_client_cert
+                    ));
+                }
             }
-            text.push_str(&format!("listener 0 {}\n", socket.display()));
-            text.push_str("allow_anonymous true\n");
             text.push_str("max_queued_messages 0\nmax_queued_bytes 0\nmessage_size_limit 0\n");
             text.push_str("max_inflight_messages 0\n");
             if opts.persistence {
