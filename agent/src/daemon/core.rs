@@ -377,7 +377,7 @@ impl Core {
                 .collect(),
             queue: QueueStatus {
                 dir: self.queue.dir().to_owned(),
-                stats: self.queue.stats().clone(),
+                stats: self.queue.stats(),
                 unsent: self.sched.unsent() as u64,
                 recovery: self.recovery.clone(),
             },

@@ -220,7 +220,6 @@ impl Queue {
         q.prune_acks();
         rec.segments = q.segments.len();
         rec.undelivered = q.segments.iter().map(|s| s.live as u64).sum();
-        q.refresh_stats();
         Ok((q, rec))
     }
 
@@ -228,8 +227,22 @@ impl Queue {
         self.run
     }
 
-    pub fn stats(&self) -> &QueueStats {
-        &self.stats
+    /// Counters plus the figures derived from the index (segments, bytes, undelivered, oldest
+    /// undelivered). Derived on demand: appends and acks stay free of bookkeeping.
+    pub fn stats(&self) -> QueueStats {
+        let mut s = self.stats.clone();
+        s.next_seq = self.next_seq;
+        s.segments = self.segments.len();
+        s.bytes_on_disk = self.bytes_on_disk();
+        s.undelivered = self.segments.iter().map(|seg| seg.live as u64).sum();
+        s.oldest_undelivered_us = self.segments.iter().find_map(|seg| {
+            let set = self.delivered.get(&seg.run);
+            seg.entries
+                .iter()
+                .find(|e| !set.is_some_and(|d| d.contains(e.seq)))
+                .map(|e| e.meta.t_first_us)
+        });
+        s
     }
 
     /// Every undelivered batch on disk, oldest first, with its metadata.
@@ -281,7 +294,6 @@ impl Queue {
                     self.failing = false;
                     tracing::warn!("queue writes work again in {}", self.opts.dir.display());
                 }
-                self.refresh_stats();
                 (Some((id, payload)), gaps)
             }
             Err(e) => {
@@ -299,7 +311,6 @@ impl Queue {
                 if self.segments.len() > 1 {
                     gaps.extend(self.evict_oldest());
                 }
-                self.refresh_stats();
                 (None, gaps)
             }
         }
@@ -419,7 +430,6 @@ impl Queue {
         self.acks_dirty = true;
         self.stats.delivered_batches += 1;
         self.drop_finished_segments();
-        self.refresh_stats();
         true
     }
 
@@ -503,21 +513,6 @@ impl Queue {
             seg.run
         );
         Some(gap_from(seg.run, &lost, samples, t0, t1))
-    }
-
-    fn refresh_stats(&mut self) {
-        let s = &mut self.stats;
-        s.next_seq = self.next_seq;
-        s.segments = self.segments.len();
-        s.bytes_on_disk = self.segments.iter().map(|s| s.bytes).sum();
-        s.undelivered = self.segments.iter().map(|s| s.live as u64).sum();
-        s.oldest_undelivered_us = self.segments.iter().find_map(|seg| {
-            let set = self.delivered.get(&seg.run);
-            seg.entries
-                .iter()
-                .find(|e| !set.is_some_and(|s| s.contains(e.seq)))
-                .map(|e| e.meta.t_first_us)
-        });
     }
 
     pub fn dir(&self) -> &Path {
