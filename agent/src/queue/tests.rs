@@ -96,16 +96,21 @@ fn fully_delivered_segments_are_deleted() {
     assert!(q.undelivered().is_empty());
 }
 
-#[test]
-fn torn_tail_at_every_offset_of_the_last_record() {
-    let d = tempfile::tempdir().expect("tmp");
-    let (mut q, _) = Queue::open(opts(d.path(), 1 << 30, 1 << 20)).expect("open");
+/// A closed queue in `dir` holding three equal-sized records in one segment; returns its path.
+fn three_records_in_one_segment(dir: &Path) -> PathBuf {
+    let (mut q, _) = Queue::open(opts(dir, 1 << 30, 1 << 20)).expect("open");
     for _ in 0..3 {
         put(&mut q, 5);
     }
     q.sync().expect("sync");
     drop(q);
-    let path = seg_files(d.path()).pop().expect("one segment");
+    seg_files(dir).pop().expect("one segment")
+}
+
+#[test]
+fn torn_tail_at_every_offset_of_the_last_record() {
+    let d = tempfile::tempdir().expect("tmp");
+    let path = three_records_in_one_segment(d.path());
     let full = fs::read(&path).expect("read");
     let rec_len = full.len() / 3;
     for cut in (full.len() - rec_len)..full.len() {
@@ -133,13 +138,7 @@ fn torn_tail_at_every_offset_of_the_last_record() {
 #[test]
 fn flipped_bit_mid_segment_skips_one_record() {
     let d = tempfile::tempdir().expect("tmp");
-    let (mut q, _) = Queue::open(opts(d.path(), 1 << 30, 1 << 20)).expect("open");
-    for _ in 0..3 {
-        put(&mut q, 5);
-    }
-    q.sync().expect("sync");
-    drop(q);
-    let path = seg_files(d.path()).pop().expect("segment");
+    let path = three_records_in_one_segment(d.path());
     let mut bytes = fs::read(&path).expect("read");
     let rec_len = bytes.len() / 3;
     bytes[rec_len + HEADER_LEN + 3] ^= 0x10; // payload of the middle record
