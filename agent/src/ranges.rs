@@ -61,6 +61,34 @@ impl RangeSet {
         self.ranges.insert(start, end);
     }
 
+    /// Removes `x`; returns true if it was present.
+    pub fn remove(&mut self, x: u64) -> bool {
+        let Some((&s, &e)) = self.ranges.range(..=x).next_back() else {
+            return false;
+        };
+        if x >= e {
+            return false;
+        }
+        self.ranges.remove(&s);
+        if s < x {
+            self.ranges.insert(s, x);
+        }
+        if x + 1 < e {
+            self.ranges.insert(x + 1, e);
+        }
+        true
+    }
+
+    /// Number of members in `[start, end)`.
+    pub fn count_in(&self, start: u64, end: u64) -> u64 {
+        let holes: u64 = self.holes(start, end).iter().map(|(s, e)| e - s).sum();
+        end.saturating_sub(start) - holes
+    }
+
+    pub fn min(&self) -> Option<u64> {
+        self.ranges.keys().next().copied()
+    }
+
     /// Number of members.
     pub fn len(&self) -> u64 {
         self.ranges.iter().map(|(s, e)| e - s).sum()
@@ -161,6 +189,11 @@ mod tests {
             for w in v.windows(2) {
                 prop_assert!(w[0].1 < w[1].0);
             }
+            prop_assert_eq!(r.count_in(probe / 2, probe), m.range(probe / 2..probe).count() as u64);
+            prop_assert_eq!(r.min(), m.first().copied());
+            prop_assert_eq!(r.remove(probe), m.remove(&probe));
+            prop_assert_eq!(r.len(), m.len() as u64);
+            prop_assert!(!r.contains(probe));
             r.remove_below(probe);
             prop_assert_eq!(r.len(), m.iter().filter(|&&x| x >= probe).count() as u64);
         }

@@ -75,9 +75,9 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
 
     let qdir = tmp.path().join("queue");
     let qopts = QueueOptions {
-        dir: qdir,
         cap_bytes: target * 2 + (64 << 20),
         segment_bytes: 64 << 20,
+        ..QueueOptions::new(qdir)
     };
     let (mut q, _) = Queue::open(qopts.clone())?;
     let meta = BatchMeta {

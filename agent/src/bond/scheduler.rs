@@ -2,6 +2,10 @@
 //!
 //! - Live first: the newest unsent batch goes first while it is younger than `live_window`;
 //!   otherwise the oldest (backfill), so a backlog drains in order behind fresh data.
+//! - Memory stays bounded whatever the backlog: the scheduler only holds live batches (for at
+//!   most `live_window`), batches in flight and batches taken back from a link. Everything older
+//!   is found through the `backlog` reader passed to [`Scheduler::poll`] (the queue's "oldest
+//!   undelivered batch that is neither in flight nor waiting here").
 //! - Each link carries at most `max_in_flight` unacknowledged batches; a new batch goes to the
 //!   up link with the fewest in flight.
 //! - A batch whose ack is overdue (`ack_timeout`) or whose link went down returns to the unsent
@@ -150,8 +154,22 @@ impl Scheduler {
         outstanding
     }
 
-    /// Moves overdue batches back to the unsent set and decides what to send now.
-    pub fn poll(&mut self, now_us: u64) -> Vec<Send> {
+    /// Whether `id` is in flight on some link or waiting here: the backlog reader must skip it.
+    pub fn holds(&self, id: BatchId) -> bool {
+        self.unsent.contains_key(&id) || self.links.iter().any(|l| l.in_flight.contains_key(&id))
+    }
+
+    /// Moves overdue batches back to the unsent set, lets live batches older than the live
+    /// window fall back to the backlog, and decides what to send now. `backlog(skip)` returns
+    /// the oldest undelivered batch for which `skip` is false.
+    pub fn poll(
+        &mut self,
+        now_us: u64,
+        mut backlog: impl FnMut(&dyn Fn(BatchId) -> bool) -> Option<BatchId>,
+    ) -> Vec<Send> {
+        let window = self.cfg.live_window_us;
+        self.unsent
+            .retain(|_, w| w.created_us == 0 || now_us.saturating_sub(w.created_us) <= window);
         for (li, l) in self.links.iter_mut().enumerate() {
             let overdue: Vec<BatchId> = l
                 .in_flight
@@ -186,10 +204,22 @@ impl Scheduler {
                 {
                     (id, w)
                 }
-                _ => match self.unsent.first_key_value() {
-                    Some((id, w)) => (*id, *w),
-                    None => break,
-                },
+                _ => {
+                    let waiting = self.unsent.first_key_value().map(|(id, w)| (*id, *w));
+                    let older = backlog(&|id| self.holds(id))
+                        .filter(|b| waiting.is_none_or(|(w, _)| *b < w));
+                    match (older, waiting) {
+                        (Some(b), _) => (
+                            b,
+                            Waiting {
+                                created_us: 0,
+                                avoid: None,
+                            },
+                        ),
+                        (None, Some(w)) => w,
+                        (None, None) => break,
+                    }
+                }
             };
             let (id, w) = pick;
             let best = |skip: Option<usize>| {
@@ -228,7 +258,7 @@ impl Scheduler {
         self.links.get(link).map(|l| l.counters).unwrap_or_default()
     }
 
-    /// Nothing unsent and nothing in flight.
+    /// Nothing waiting here and nothing in flight (the backlog may still hold batches).
     pub fn idle(&self) -> bool {
         self.unsent.is_empty() && self.links.iter().all(|l| l.in_flight.is_empty())
     }
@@ -250,13 +280,25 @@ mod tests {
         BatchId { run: 1, seq }
     }
 
+    /// No backlog beyond what the scheduler holds.
+    fn none(_: &dyn Fn(BatchId) -> bool) -> Option<BatchId> {
+        None
+    }
+
+    /// A backlog reader over a set of undelivered batches.
+    fn from(
+        set: &BTreeSet<BatchId>,
+    ) -> impl FnMut(&dyn Fn(BatchId) -> bool) -> Option<BatchId> + '_ {
+        move |skip| set.iter().find(|x| !skip(**x)).copied()
+    }
+
     #[test]
     fn nothing_goes_out_on_a_down_link() {
         let mut s = Scheduler::new(CFG, 2);
         s.add(id(0), 1);
-        assert!(s.poll(2).is_empty());
+        assert!(s.poll(2, none).is_empty());
         s.link_up(1);
-        assert_eq!(s.poll(3), vec![Send { link: 1, id: id(0) }]);
+        assert_eq!(s.poll(3, none), vec![Send { link: 1, id: id(0) }]);
     }
 
     #[test]
@@ -268,22 +310,68 @@ mod tests {
             },
             1,
         );
-        for i in 0..5 {
-            s.add(id(i), 0); // backlog
-        }
+        // Backlog found in the queue at start-up: the scheduler does not hold it.
+        let mut queue: BTreeSet<BatchId> = (0..5).map(id).collect();
+        queue.insert(id(5));
         s.add(id(5), 1_000_000); // fresh
         s.link_up(0);
-        let first = s.poll(1_000_100);
+        let first = s.poll(1_000_100, from(&queue));
         assert_eq!(first, vec![Send { link: 0, id: id(5) }], "live batch first");
         s.acked(0, id(5));
-        assert_eq!(s.poll(1_000_200)[0].id, id(0), "then the oldest backlog");
-        s.acked(0, id(0));
-        s.add(id(6), 5_000_000);
+        queue.remove(&id(5));
         assert_eq!(
-            s.poll(5_000_001)[0].id,
+            s.poll(1_000_200, from(&queue))[0].id,
+            id(0),
+            "then the oldest backlog"
+        );
+        s.acked(0, id(0));
+        queue.remove(&id(0));
+        s.add(id(6), 5_000_000);
+        queue.insert(id(6));
+        assert_eq!(
+            s.poll(5_000_001, from(&queue))[0].id,
             id(6),
             "a new live batch jumps the backlog"
         );
+        s.acked(0, id(6));
+        queue.remove(&id(6));
+        assert_eq!(s.poll(5_000_002, from(&queue))[0].id, id(1));
+        assert_eq!(s.unsent(), 0, "backlog is never copied into the scheduler");
+    }
+
+    #[test]
+    fn an_outage_does_not_grow_memory() {
+        let mut s = Scheduler::new(CFG, 3);
+        let mut queue = BTreeSet::new();
+        // Ten minutes of 100 batches per second with every link down.
+        let mut now = 1;
+        for i in 0..60_000 {
+            now = 1 + i * 10_000;
+            s.add(id(i), now);
+            queue.insert(id(i));
+            assert!(s.poll(now, from(&queue)).is_empty());
+            assert!(s.unsent() <= 1 + (CFG.live_window_us / 10_000) as usize);
+        }
+        s.link_up(0);
+        let sends = s.poll(now + 1, from(&queue));
+        let ids: Vec<u64> = sends.iter().map(|x| x.id.seq).collect();
+        assert_eq!(
+            ids,
+            vec![59_999, 59_998, 59_997, 59_996],
+            "live batches first, newest first"
+        );
+        for x in &sends {
+            s.acked(x.link, x.id);
+            queue.remove(&x.id);
+        }
+        let later = now + CFG.live_window_us + 1;
+        let ids: Vec<u64> = s
+            .poll(later, from(&queue))
+            .iter()
+            .map(|x| x.id.seq)
+            .collect();
+        assert_eq!(ids, vec![0, 1, 2, 3], "then the backlog, oldest first");
+        assert_eq!(s.unsent(), 0);
     }
 
     #[test]
@@ -295,7 +383,7 @@ mod tests {
         for i in 0..20 {
             s.add(id(i), 10);
         }
-        let sends = s.poll(10);
+        let sends = s.poll(10, none);
         assert_eq!(sends.len(), 12, "3 links × 4 in flight");
         for l in 0..3 {
             assert_eq!(sends.iter().filter(|x| x.link == l).count(), 4);
@@ -308,10 +396,10 @@ mod tests {
         let mut s = Scheduler::new(CFG, 2);
         s.link_up(0);
         s.add(id(0), 1);
-        assert_eq!(s.poll(1)[0].link, 0);
+        assert_eq!(s.poll(1, none)[0].link, 0);
         s.link_down(0);
         s.link_up(1);
-        assert_eq!(s.poll(2), vec![Send { link: 1, id: id(0) }]);
+        assert_eq!(s.poll(2, none), vec![Send { link: 1, id: id(0) }]);
         assert_eq!(s.counters(0).moved, 1);
     }
 
@@ -320,9 +408,9 @@ mod tests {
         let mut s = Scheduler::new(CFG, 2);
         s.link_up(0);
         s.add(id(0), 1);
-        assert_eq!(s.poll(1)[0].link, 0);
+        assert_eq!(s.poll(1, none)[0].link, 0);
         s.link_up(1);
-        let again = s.poll(1 + CFG.ack_timeout_us);
+        let again = s.poll(1 + CFG.ack_timeout_us, none);
         assert_eq!(again, vec![Send { link: 1, id: id(0) }]);
         assert!(s.acked(1, id(0)));
         assert!(
@@ -343,10 +431,12 @@ mod tests {
             let mut next = 0u64;
             let mut sent: Vec<Send> = Vec::new();
             let mut delivered = BTreeSet::new();
+            // The queue: every batch added and not delivered.
+            let mut queue = BTreeSet::new();
             for (op, link, dt) in ops {
                 now += dt;
                 match op {
-                    0 => { s.add(id(next), now); next += 1; }
+                    0 => { s.add(id(next), now); queue.insert(id(next)); next += 1; }
                     1 => s.link_up(link),
                     2 => s.link_down(link),
                     3 | 4 => {
@@ -356,23 +446,28 @@ mod tests {
                             if s.acked(x.link, x.id) {
                                 prop_assert!(delivered.insert(x.id), "delivered twice: {}", x.id);
                             }
+                            queue.remove(&x.id);
                         }
                     }
                     _ => {}
                 }
-                sent.extend(s.poll(now));
+                sent.extend(s.poll(now, from(&queue)));
+                // Bounded: live batches of one window, plus what links gave back.
+                prop_assert!(s.unsent() <= next as usize);
             }
             // Let everything drain on healthy links.
             for l in 0..3 { s.link_up(l); }
             for _ in 0..10_000 {
                 now += 1000;
-                sent.extend(s.poll(now));
+                sent.extend(s.poll(now, from(&queue)));
                 let Some(x) = sent.pop() else { break };
                 if s.acked(x.link, x.id) {
                     prop_assert!(delivered.insert(x.id));
                 }
+                queue.remove(&x.id);
             }
             prop_assert!(s.idle());
+            prop_assert!(queue.is_empty());
             prop_assert_eq!(delivered.len() as u64, next);
         }
     }

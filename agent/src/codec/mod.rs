@@ -69,6 +69,11 @@ pub struct DataBody {
 pub enum GapCause {
     /// Dropped by the queue's disk cap before they could be delivered.
     Evicted,
+    /// Never written: the disk was full or failed. These batches never had a sequence number,
+    /// so `seqs` is empty; `batches`, `samples` and the time range say what was lost.
+    Dropped,
+    /// Written, then found damaged (bad checksum) or missing (segment file gone) by the queue.
+    Damaged,
 }
 
 /// Body of a `Gap` batch.
@@ -218,8 +223,9 @@ pub fn run_body(env: &Envelope) -> Result<RunBody, DecodeError> {
     })
 }
 
-/// Builds a gap body from a set of evicted sequence numbers.
+/// Builds a gap body from a set of sequence numbers given up on.
 pub fn gap_from(
+    cause: GapCause,
     run: u32,
     seqs: &RangeSet,
     samples: u64,
@@ -227,7 +233,7 @@ pub fn gap_from(
     t_last_us: u64,
 ) -> GapBody {
     GapBody {
-        cause: GapCause::Evicted,
+        cause,
         run,
         seqs: seqs.iter_ranges().collect(),
         batches: seqs.len(),
@@ -290,7 +296,7 @@ mod tests {
     fn control_bodies_round_trip() {
         let mut seqs = RangeSet::new();
         seqs.insert_range(10, 20);
-        let g = gap_from(3, &seqs, 5000, 1, 2);
+        let g = gap_from(GapCause::Evicted, 3, &seqs, 5000, 1, 2);
         let env = control_envelope("v", BatchId { run: 3, seq: 30 }, Kind::Gap, 7, &g);
         let back = decode(&encode(&env)).expect("decodes");
         assert_eq!(gap_body(&back), Ok(g));

@@ -43,6 +43,8 @@ pub struct QueueConfig {
     pub segment_mb: u64,
     /// Group-commit interval: one fdatasync per interval.
     pub flush_ms: u64,
+    /// Group commit earlier once this many KiB wait for it.
+    pub flush_kb: u64,
 }
 
 impl Default for QueueConfig {
@@ -52,6 +54,7 @@ impl Default for QueueConfig {
             max_mb: 1024,
             segment_mb: 16,
             flush_ms: 100,
+            flush_kb: 4096,
         }
     }
 }
@@ -234,6 +237,15 @@ impl Config {
                 format!(
                     "flush_ms = {} is out of range; allowed: 1 to 10000",
                     q.flush_ms
+                ),
+            ));
+        }
+        if !(64..=1 << 20).contains(&q.flush_kb) {
+            return Err((
+                vec![K("queue"), K("flush_kb")],
+                format!(
+                    "flush_kb = {} is out of range; allowed: 64 to 1048576",
+                    q.flush_kb
                 ),
             ));
         }

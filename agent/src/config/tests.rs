@@ -59,11 +59,11 @@ fn misspelled_key_names_key_line_table_and_allowed_keys() {
     assert_eq!(e.column, 1, "{e}");
     assert_eq!(
         e.message,
-        "unknown key 'queue_sise_mb' in [queue]; expected one of: dir, max_mb, segment_mb, flush_ms"
+        "unknown key 'queue_sise_mb' in [queue]; expected one of: dir, max_mb, segment_mb, flush_ms, flush_kb"
     );
     assert_eq!(
         e.to_string(),
-        "pitlink.toml:6:1: unknown key 'queue_sise_mb' in [queue]; expected one of: dir, max_mb, segment_mb, flush_ms"
+        "pitlink.toml:6:1: unknown key 'queue_sise_mb' in [queue]; expected one of: dir, max_mb, segment_mb, flush_ms, flush_kb"
     );
 }
 

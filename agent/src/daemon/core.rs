@@ -8,7 +8,7 @@ use crate::bond::scheduler::{Scheduler, SchedulerConfig};
 use crate::codec::{self, BatchId, Kind, RunBody};
 use crate::config::Config;
 use crate::diag::{LinkStatus, QueueStatus, SourceStatus, Status};
-use crate::queue::{BatchMeta, Queue, Recovery};
+use crate::queue::{BatchMeta, DiskFile, DiskStore, Queue, Recovery, SyncDone, SyncJob};
 use sensor_drivers::Sample;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +37,11 @@ pub struct Core {
     last_rate: (u64, Vec<u64>),
     rates: Vec<f64>,
     drain_timeout: Duration,
+    /// Group commits run on their own thread, so appends never wait for an fdatasync.
+    sync_jobs: Option<std::sync::mpsc::Sender<SyncJob<DiskStore>>>,
+    sync_pending: bool,
+    /// Backfill pauses briefly after a read error instead of retrying every tick.
+    backfill_paused_until: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -91,7 +96,33 @@ impl Core {
             last_rate: (crate::now_us(), vec![0; n_sources]),
             rates: vec![0.0; n_sources],
             drain_timeout,
+            sync_jobs: None,
+            sync_pending: false,
+            backfill_paused_until: 0,
         }
+    }
+
+    /// Starts the group-commit thread; its results come back on the returned channel.
+    fn start_syncer(&mut self) -> mpsc::UnboundedReceiver<SyncDone<DiskFile>> {
+        let (job_tx, job_rx) = std::sync::mpsc::channel::<SyncJob<DiskStore>>();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let spawned = std::thread::Builder::new()
+            .name("pitlink-sync".into())
+            .spawn(move || {
+                while let Ok(job) = job_rx.recv() {
+                    if done_tx.send(job.run()).is_err() {
+                        break;
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => self.sync_jobs = Some(job_tx),
+            // Without the thread, group commits run inline (see `sync`).
+            Err(e) => {
+                tracing::warn!("cannot start the group-commit thread ({e}); committing inline")
+            }
+        }
+        done_rx
     }
 
     pub async fn run(
@@ -100,10 +131,8 @@ impl Core {
         mut events: mpsc::Receiver<LinkEvent>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        // Backlog from earlier runs first in the books, then this run's announcement.
-        for (id, _) in self.queue.undelivered() {
-            self.sched.add(id, 0);
-        }
+        // The backlog from earlier runs stays in the queue; the scheduler reads it from there.
+        let mut sync_done = self.start_syncer();
         let now = crate::now_us();
         let body = RunBody {
             previous_run: self.recovery.previous_run,
@@ -143,7 +172,7 @@ impl Core {
                         // Every source has stopped: close their batches and start draining.
                         sources_open = false;
                         self.close_all_batches();
-                        self.sync();
+                        self.start_sync();
                         drain_deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
                         tracing::info!(
                             "sources stopped; draining {} undelivered batches (at most {:?})",
@@ -165,18 +194,28 @@ impl Core {
                     }
                     self.dispatch(now);
                     if let Some(d) = drain_deadline
-                        && (self.sched.idle() || tokio::time::Instant::now() >= d)
+                        && (self.queue.undelivered_count() == 0 || tokio::time::Instant::now() >= d)
                     {
                         break;
                     }
                 }
-                _ = flush.tick() => self.sync(),
+                Some(done) = sync_done.recv() => self.finish_sync(done),
+                _ = flush.tick() => self.start_sync(),
                 _ = status.tick() => self.publish_status(),
                 // Shutdown only stops the sources; the core notices when their channel closes.
                 _ = shutdown.cancelled(), if sources_open && !shutdown.is_cancelled() => {}
             }
         }
-        self.sync();
+        // Let a running group commit finish, then make everything durable.
+        if self.sync_pending
+            && let Some(done) = sync_done.recv().await
+        {
+            self.finish_sync(done);
+        }
+        self.sync_jobs = None;
+        if let Err(e) = self.queue.sync() {
+            tracing::error!("queue fsync failed: {e}");
+        }
         self.publish_status();
         let st = self.queue.stats();
         let generated: u64 = self.sources.iter().map(|s| s.samples() + s.drops()).sum();
@@ -228,44 +267,32 @@ impl Core {
         });
     }
 
-    /// Appends to the queue, registers the batch with the scheduler, and queues a gap notice for
-    /// whatever the disk cap evicted to make room.
+    /// Appends to the queue and registers the batch with the scheduler, together with the gap
+    /// notices the queue wrote (for batches the disk cap evicted, or found damaged); evicted
+    /// batches are forgotten.
     fn append(&mut self, meta: BatchMeta, encode: impl FnOnce(BatchId) -> Vec<u8>) {
-        let mut gaps = self.append_one(meta, encode);
-        let vehicle = self.cfg.vehicle.clone();
-        // A gap notice is itself a batch; appending it may evict again (bounded: each eviction
-        // removes a segment).
-        while let Some(g) = gaps.pop() {
-            for (s, e) in &g.seqs {
-                for seq in *s..*e {
+        let (res, gone) = self.queue.append(meta, encode);
+        let now = crate::now_us();
+        if let Some((id, payload)) = res {
+            self.sched.add(id, now);
+            self.cache_put(id, payload);
+        }
+        for g in gone {
+            for &(s, e) in &g.seqs {
+                for seq in s..e {
                     let id = BatchId { run: g.run, seq };
                     self.sched.forget(id);
                     self.cache_remove(id);
                 }
             }
-            let t = crate::now_us();
-            let meta = BatchMeta {
-                samples: 0,
-                t_first_us: t,
-                t_last_us: t,
-            };
-            gaps.extend(self.append_one(meta, |id| {
-                codec::encode(&codec::control_envelope(&vehicle, id, Kind::Gap, t, &g))
-            }));
         }
-    }
-
-    fn append_one(
-        &mut self,
-        meta: BatchMeta,
-        encode: impl FnOnce(BatchId) -> Vec<u8>,
-    ) -> Vec<codec::GapBody> {
-        let (res, gaps) = self.queue.append(meta, encode);
-        if let Some((id, payload)) = res {
-            self.sched.add(id, crate::now_us());
+        for (id, payload) in self.queue.take_notices() {
+            self.sched.add(id, now);
             self.cache_put(id, payload);
         }
-        gaps
+        if self.queue.wants_sync() {
+            self.start_sync();
+        }
     }
 
     fn cache_put(&mut self, id: BatchId, payload: Vec<u8>) {
@@ -286,13 +313,26 @@ impl Core {
     }
 
     fn dispatch(&mut self, now: u64) {
-        for send in self.sched.poll(now) {
+        let queue = &self.queue;
+        let paused = now < self.backfill_paused_until;
+        let sends = self.sched.poll(now, |skip| {
+            if paused {
+                None
+            } else {
+                queue.oldest_undelivered(skip)
+            }
+        });
+        for send in sends {
             let payload = match self.cache.get(&send.id) {
                 Some(p) => Some(p.clone()),
                 None => match self.queue.read(send.id) {
                     Ok(p) => p.map(Arc::new),
                     Err(e) => {
-                        tracing::warn!("cannot read batch {} back from the queue: {e}", send.id);
+                        tracing::warn!(
+                            "cannot read batch {} back from the queue: {e}; backfill pauses for 1 s",
+                            send.id
+                        );
+                        self.backfill_paused_until = now + 1_000_000;
                         None
                     }
                 },
@@ -335,8 +375,32 @@ impl Core {
         }
     }
 
-    fn sync(&mut self) {
-        if let Err(e) = self.queue.sync() {
+    /// Starts a group commit on the sync thread (or inline without one) unless one is running.
+    fn start_sync(&mut self) {
+        if self.sync_pending {
+            return;
+        }
+        let Some(job) = self.queue.begin_sync() else {
+            return;
+        };
+        match &self.sync_jobs {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => self.sync_pending = true,
+                Err(std::sync::mpsc::SendError(job)) => {
+                    let done = job.run();
+                    self.finish_sync(done);
+                }
+            },
+            None => {
+                let done = job.run();
+                self.finish_sync(done);
+            }
+        }
+    }
+
+    fn finish_sync(&mut self, done: SyncDone<DiskFile>) {
+        self.sync_pending = false;
+        if let Err(e) = self.queue.finish_sync(done) {
             tracing::error!("queue fsync failed: {e}");
         }
     }

@@ -76,6 +76,8 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
         dir: cfg.queue.dir.clone(),
         cap_bytes: cfg.queue.max_mb << 20,
         segment_bytes: cfg.queue.segment_mb << 20,
+        sync_bytes: cfg.queue.flush_kb << 10,
+        vehicle: cfg.vehicle.clone(),
     })
     .context("cannot open the queue")?;
     tracing::info!(

@@ -74,6 +74,7 @@ pub fn demo_config(dir: &Path, broker_socket: &Path) -> Config {
             max_mb: 256,
             segment_mb: 8,
             flush_ms: 100,
+            flush_kb: 4096,
         },
         batch: BatchConfig::default(),
         broker: BrokerConfig {

@@ -1,66 +1,62 @@
-//! One segment file: records appended in sequence order, recovered by a sequential scan.
+//! Segment files and their index files.
+//!
+//! - `RRRRRRRRRR-SSSSSSSSSSSSSSSSSSSS.seg`: records of run R from sequence S on, in sequence
+//!   order. Record = `len u32 | crc32c u32 | run u32 | seq u64 | payload` (little endian; the
+//!   CRC covers run, seq and payload).
+//! - `RRRRRRRRRR-SSSSSSSSSSSSSSSSSSSS.idx`: written once the segment is sealed and fsynced:
+//!   postcard `{ seg_bytes, entries }` followed by its CRC32C. Recovery trusts it when the CRC
+//!   matches and the segment still has `seg_bytes` bytes, so only segments without one (the tail
+//!   of a run that ended in a crash) are scanned.
 
 use super::BatchMeta;
+use super::store::StoreFile;
 use crate::codec::BatchId;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use serde::{Deserialize, Serialize};
+use std::io;
 
 /// `len u32 | crc32c u32 | run u32 | seq u64`.
 pub const HEADER_LEN: usize = 20;
 /// Upper bound of one record's payload; a larger length field means a damaged header.
 pub const MAX_PAYLOAD: u32 = 256 << 20;
 
-#[derive(Debug, Clone, Copy)]
+/// Where one record is and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub seq: u64,
     /// Offset of the record header in the file.
     pub offset: u64,
     pub len: u32,
     pub meta: BatchMeta,
+    /// A gap notice written by the queue (re-announced if it is ever evicted undelivered).
+    pub notice: bool,
 }
 
-#[derive(Debug)]
-pub struct Segment {
-    pub run: u32,
-    pub first_seq: u64,
-    pub path: PathBuf,
-    pub bytes: u64,
-    pub entries: Vec<Entry>,
-    /// Records neither delivered nor evicted.
-    pub live: usize,
-    reader: File,
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Scan {
     pub corrupt_records: u64,
     pub truncated_bytes: u64,
 }
 
-pub fn file_name(run: u32, first_seq: u64) -> String {
+pub fn seg_name(run: u32, first_seq: u64) -> String {
     format!("{run:010}-{first_seq:020}.seg")
 }
 
-/// Segment files in `dir` as (run, first_seq, path); other files are ignored.
-pub fn list(dir: &Path) -> io::Result<Vec<(u32, u64, PathBuf)>> {
-    let mut out = Vec::new();
-    for ent in fs::read_dir(dir)? {
-        let ent = ent?;
-        let name = ent.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(stem) = name.strip_suffix(".seg") else {
-            continue;
-        };
-        let Some((r, s)) = stem.split_once('-') else {
-            continue;
-        };
-        if let (Ok(r), Ok(s)) = (r.parse(), s.parse()) {
-            out.push((r, s, ent.path()));
-        }
+pub fn idx_name(run: u32, first_seq: u64) -> String {
+    format!("{run:010}-{first_seq:020}.idx")
+}
+
+/// `(run, first_seq, is_index)` of a segment or index file name; `None` for other files.
+pub fn parse_name(name: &str) -> Option<(u32, u64, bool)> {
+    let (stem, idx) = match (name.strip_suffix(".seg"), name.strip_suffix(".idx")) {
+        (Some(s), _) => (s, false),
+        (_, Some(s)) => (s, true),
+        _ => return None,
+    };
+    let (r, s) = stem.split_once('-')?;
+    if r.len() != 10 || s.len() != 20 {
+        return None;
     }
-    Ok(out)
+    Some((r.parse().ok()?, s.parse().ok()?, idx))
 }
 
 fn crc(id: BatchId, payload: &[u8]) -> u32 {
@@ -80,137 +76,142 @@ pub fn encode_record(id: BatchId, payload: &[u8]) -> Vec<u8> {
     rec
 }
 
-/// Metadata of a payload for the index: read from its envelope header.
-pub fn meta_of(payload: &[u8]) -> BatchMeta {
+/// Metadata of a payload for the index, read from its envelope header, and whether it is a gap
+/// notice.
+pub fn meta_of(payload: &[u8]) -> (BatchMeta, bool) {
     match crate::codec::decode(payload) {
-        Ok(env) => BatchMeta {
-            samples: env.samples,
-            t_first_us: env.t_first_us,
-            t_last_us: env.t_last_us,
-        },
-        Err(_) => BatchMeta {
-            samples: 0,
-            t_first_us: 0,
-            t_last_us: 0,
-        },
+        Ok(env) => (
+            BatchMeta {
+                samples: env.samples,
+                t_first_us: env.t_first_us,
+                t_last_us: env.t_last_us,
+            },
+            env.kind == crate::codec::Kind::Gap,
+        ),
+        Err(_) => (BatchMeta::default(), false),
     }
 }
 
-impl Segment {
-    pub fn create(dir: &Path, run: u32, first_seq: u64) -> io::Result<Segment> {
-        let path = dir.join(file_name(run, first_seq));
-        OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)?;
-        // The new name must survive a crash too.
-        File::open(dir)?.sync_all()?;
-        let reader = File::open(&path)?;
-        Ok(Segment {
-            run,
-            first_seq,
-            path,
-            bytes: 0,
-            entries: Vec::new(),
-            live: 0,
-            reader,
-        })
-    }
+#[derive(Serialize, Deserialize)]
+struct IndexFile {
+    seg_bytes: u64,
+    entries: Vec<Entry>,
+}
 
-    pub fn append_handle(&self) -> io::Result<File> {
-        OpenOptions::new().append(true).open(&self.path)
-    }
+pub fn encode_index(seg_bytes: u64, entries: &[Entry]) -> Vec<u8> {
+    let file = IndexFile {
+        seg_bytes,
+        entries: entries.to_vec(),
+    };
+    let mut out = postcard::to_stdvec(&file).unwrap_or_default();
+    let c = crc32c::crc32c(&out);
+    out.extend_from_slice(&c.to_le_bytes());
+    out
+}
 
-    /// Scans a segment: keeps every intact record, skips records whose CRC fails (their length
-    /// is plausible and the next header follows), and truncates a torn tail.
-    pub fn recover(path: &Path, run: u32, first_seq: u64) -> io::Result<(Segment, Scan)> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let size = file.metadata()?.len();
-        let mut r = BufReader::with_capacity(1 << 20, &file);
-        let mut scan = Scan::default();
-        let mut entries = Vec::new();
-        let mut offset = 0u64;
-        let mut head = [0u8; HEADER_LEN];
-        let mut payload = Vec::new();
-        let mut last_seq: Option<u64> = None;
-        while offset + HEADER_LEN as u64 <= size {
-            r.read_exact(&mut head)?;
-            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-            let want = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-            let rrun = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-            let mut seqb = [0u8; 8];
-            seqb.copy_from_slice(&head[12..20]);
-            let seq = u64::from_le_bytes(seqb);
-            let end = offset + HEADER_LEN as u64 + u64::from(len);
-            if len > MAX_PAYLOAD || end > size {
-                break; // torn or garbage tail
-            }
-            payload.resize(len as usize, 0);
-            r.read_exact(&mut payload)?;
-            let id = BatchId { run: rrun, seq };
-            let in_order = rrun == run && seq >= first_seq && last_seq.is_none_or(|l| seq > l);
-            if in_order && crc(id, &payload) == want {
-                entries.push(Entry {
-                    seq,
-                    offset,
-                    len,
-                    meta: meta_of(&payload),
-                });
-                last_seq = Some(seq);
-            } else {
-                scan.corrupt_records += 1;
-            }
-            offset = end;
-        }
-        if offset < size {
-            scan.truncated_bytes = size - offset;
-            tracing::warn!(
-                "{}: cut {} bytes of torn tail at offset {offset}",
-                path.display(),
-                size - offset
-            );
-            file.set_len(offset)?;
-            file.sync_all()?;
-        }
-        if scan.corrupt_records > 0 {
-            tracing::warn!(
-                "{}: skipped {} records with a bad checksum",
-                path.display(),
-                scan.corrupt_records
-            );
-        }
-        let live = entries.len();
-        Ok((
-            Segment {
-                run,
-                first_seq,
-                path: path.to_owned(),
-                bytes: offset,
-                entries,
-                live,
-                reader: File::open(path)?,
-            },
-            scan,
-        ))
+/// The entries of an index file if it is intact and describes a segment of `seg_bytes` bytes.
+pub fn decode_index(bytes: &[u8], seg_bytes: u64) -> Option<Vec<Entry>> {
+    let split = bytes.len().checked_sub(4)?;
+    let (body, tail) = bytes.split_at(split);
+    let want = u32::from_le_bytes(tail.try_into().ok()?);
+    if crc32c::crc32c(body) != want {
+        return None;
     }
+    let file: IndexFile = postcard::from_bytes(body).ok()?;
+    (file.seg_bytes == seg_bytes).then_some(file.entries)
+}
 
-    /// Reads and verifies one record's payload.
-    pub fn read(&self, e: &Entry) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; HEADER_LEN + e.len as usize];
-        self.reader.read_exact_at(&mut buf, e.offset)?;
-        let want = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        let payload = buf.split_off(HEADER_LEN);
-        let id = BatchId {
-            run: self.run,
-            seq: e.seq,
-        };
-        if crc(id, &payload) != want {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: record {id} fails its checksum", self.path.display()),
-            ));
+/// Reads a segment sequentially in large chunks.
+struct Reader<'a, F: StoreFile> {
+    file: &'a F,
+    size: u64,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    at: u64,
+}
+
+impl<F: StoreFile> Reader<'_, F> {
+    /// Bytes `[offset, offset + len)`, which must lie within the file.
+    fn get(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        let end = offset + len as u64;
+        if offset < self.at || end > self.at + self.buf.len() as u64 {
+            let want = len.max(1 << 20) as u64;
+            let n = want.min(self.size - offset) as usize;
+            self.buf.resize(n, 0);
+            self.file.read_exact_at(&mut self.buf, offset)?;
+            self.at = offset;
         }
-        Ok(payload)
+        let start = (offset - self.at) as usize;
+        Ok(&self.buf[start..start + len])
     }
+}
+
+/// Scans a segment of run `run` starting at `first_seq`: keeps every intact record, skips (and
+/// counts) records whose CRC fails or that are out of order, and cuts a torn tail off (a length
+/// running past the end of the file, or an impossible one).
+pub fn scan<F: StoreFile>(
+    file: &mut F,
+    run: u32,
+    first_seq: u64,
+) -> io::Result<(Vec<Entry>, u64, Scan)> {
+    let size = file.size()?;
+    let mut r = Reader {
+        file: &*file,
+        size,
+        buf: Vec::new(),
+        at: 0,
+    };
+    let mut scan = Scan::default();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut offset = 0u64;
+    while offset + HEADER_LEN as u64 <= size {
+        let head = r.get(offset, HEADER_LEN)?;
+        let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let (len, want, rrun) = (word(0), word(4), word(8));
+        let mut seqb = [0u8; 8];
+        seqb.copy_from_slice(&head[12..20]);
+        let seq = u64::from_le_bytes(seqb);
+        let end = offset + HEADER_LEN as u64 + u64::from(len);
+        if len > MAX_PAYLOAD || end > size {
+            break;
+        }
+        let payload = r.get(offset + HEADER_LEN as u64, len as usize)?;
+        let id = BatchId { run: rrun, seq };
+        let in_order =
+            rrun == run && seq >= first_seq && entries.last().is_none_or(|l| seq > l.seq);
+        if in_order && crc(id, payload) == want {
+            let (meta, notice) = meta_of(payload);
+            entries.push(Entry {
+                seq,
+                offset,
+                len,
+                meta,
+                notice,
+            });
+        } else {
+            scan.corrupt_records += 1;
+        }
+        offset = end;
+    }
+    if offset < size {
+        scan.truncated_bytes = size - offset;
+        file.set_len(offset)?;
+    }
+    Ok((entries, offset, scan))
+}
+
+/// Reads and verifies one record's payload.
+pub fn read_record<F: StoreFile>(file: &F, run: u32, e: &Entry) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; HEADER_LEN + e.len as usize];
+    file.read_exact_at(&mut buf, e.offset)?;
+    let want = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let payload = buf.split_off(HEADER_LEN);
+    let id = BatchId { run, seq: e.seq };
+    if crc(id, &payload) != want {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("record {id} fails its checksum"),
+        ));
+    }
+    Ok(payload)
 }

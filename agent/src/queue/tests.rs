@@ -1,12 +1,14 @@
 use super::*;
-use crate::codec::{self, BatchId};
+use crate::codec::{self, BatchId, GapCause};
 use sensor_drivers::Sample;
+use std::fs;
+use std::path::Path;
 
 fn opts(dir: &Path, cap: u64, seg: u64) -> QueueOptions {
     QueueOptions {
-        dir: dir.to_owned(),
         cap_bytes: cap,
         segment_bytes: seg,
+        ..QueueOptions::new(dir)
     }
 }
 
@@ -35,10 +37,10 @@ fn put(q: &mut Queue, n: usize) -> (BatchId, Vec<GapBody>) {
 }
 
 fn seg_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = segment::list(dir)
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .expect("list")
-        .into_iter()
-        .map(|x| x.2)
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     v.sort();
     v
@@ -83,15 +85,20 @@ fn fully_delivered_segments_are_deleted() {
     for id in &ids {
         q.ack(*id);
     }
+    assert_eq!(q.stats().undelivered, 0);
+    assert_eq!(
+        seg_files(d.path()).len(),
+        4,
+        "kept until the acks are durable"
+    );
+    q.sync().expect("sync");
     assert_eq!(
         seg_files(d.path()).len(),
         1,
         "only the active segment stays"
     );
-    assert_eq!(q.stats().undelivered, 0);
-    q.sync().expect("sync");
     drop(q);
-    let (q, rec) = Queue::open(opts(d.path(), 1 << 30, 64)).expect("reopen");
+    let (mut q, rec) = Queue::open(opts(d.path(), 1 << 30, 64)).expect("reopen");
     assert_eq!(rec.undelivered, 0);
     assert!(q.undelivered().is_empty());
 }
@@ -117,7 +124,7 @@ fn torn_tail_at_every_offset_of_the_last_record() {
         let d2 = tempfile::tempdir().expect("tmp");
         let p2 = d2.path().join(path.file_name().expect("name"));
         fs::write(&p2, &full[..cut]).expect("write");
-        let (q2, rec) =
+        let (mut q2, rec) =
             Queue::open(opts(d2.path(), 1 << 30, 1 << 20)).expect("opens despite a torn tail");
         assert_eq!(rec.records, 2, "cut at {cut}");
         assert_eq!(
@@ -143,7 +150,7 @@ fn flipped_bit_mid_segment_skips_one_record() {
     let rec_len = bytes.len() / 3;
     bytes[rec_len + HEADER_LEN + 3] ^= 0x10; // payload of the middle record
     fs::write(&path, &bytes).expect("write");
-    let (q, rec) = Queue::open(opts(d.path(), 1 << 30, 1 << 20)).expect("open");
+    let (mut q, rec) = Queue::open(opts(d.path(), 1 << 30, 1 << 20)).expect("open");
     assert_eq!(rec.corrupt_records, 1);
     assert_eq!(rec.records, 2);
     let seqs: Vec<u64> = q.undelivered().iter().map(|x| x.0.seq).collect();
@@ -163,7 +170,7 @@ fn zero_length_and_missing_segments_do_not_wedge() {
     fs::remove_file(&files[1]).expect("rm middle");
     fs::write(&files[2], b"").expect("zero length");
     fs::write(d.path().join("acks"), b"\xff\xff garbage").expect("bad acks");
-    let (q, rec) = Queue::open(opts(d.path(), 1 << 30, 64)).expect("opens");
+    let (mut q, rec) = Queue::open(opts(d.path(), 1 << 30, 64)).expect("opens");
     let seqs: Vec<u64> = q.undelivered().iter().map(|x| x.0.seq).collect();
     assert_eq!(seqs, vec![0, 3]);
     assert_eq!(rec.previous_durable_last_seq, Some(3));
@@ -175,31 +182,60 @@ fn cap_evicts_oldest_and_reports_the_gap() {
     // Records of ~150 bytes, segments of ~2 records, cap of ~4 segments.
     let (mut q, _) = Queue::open(opts(d.path(), 1200, 300)).expect("open");
     let mut gaps = Vec::new();
-    let mut ids = Vec::new();
+    let mut data = Vec::new();
+    let mut notices = Vec::new();
     for _ in 0..30 {
         let (id, g) = put(&mut q, 8);
-        ids.push(id);
+        data.push(id);
         gaps.extend(g);
+        notices.extend(q.take_notices());
         assert!(q.stats().bytes_on_disk <= 1200 + 300, "cap + one segment");
     }
     assert!(!gaps.is_empty());
-    let evicted: u64 = gaps.iter().map(|g| g.batches).sum();
-    assert_eq!(evicted, q.stats().evicted_batches);
-    assert_eq!(q.stats().evicted_samples, evicted * 8);
-    let remaining = q.undelivered().len() as u64;
-    assert_eq!(
-        evicted + remaining,
-        30,
-        "every batch is evicted or still queued"
-    );
-    // Evicted ids are the oldest ones, contiguous from 0.
-    let mut all = RangeSet::new();
+    let mut evicted = RangeSet::new();
     for g in &gaps {
+        assert_eq!(g.cause, GapCause::Evicted);
         for (s, e) in &g.seqs {
-            all.insert_range(*s, *e);
+            evicted.insert_range(*s, *e);
         }
     }
-    assert_eq!(all.iter_ranges().collect::<Vec<_>>(), vec![(0, evicted)]);
+    assert_eq!(evicted.len(), q.stats().evicted_batches);
+    let evicted_data = data.iter().filter(|id| evicted.contains(id.seq)).count() as u64;
+    assert_eq!(q.stats().evicted_samples, evicted_data * 8);
+    // Every batch (data or notice) is evicted or still queued, never both.
+    let left: Vec<BatchId> = q.undelivered().into_iter().map(|x| x.0).collect();
+    let all: Vec<BatchId> = data
+        .iter()
+        .chain(notices.iter().map(|n| &n.0))
+        .copied()
+        .collect();
+    for id in &all {
+        assert!(evicted.contains(id.seq) != left.contains(id), "{id}");
+    }
+    assert_eq!(evicted.len() + left.len() as u64, all.len() as u64);
+    assert!(
+        notices.iter().any(|n| evicted.contains(n.0.seq)),
+        "the cap is small enough to evict notices too"
+    );
+    // Evicted ids are the oldest ones, contiguous from 0.
+    assert_eq!(
+        evicted.iter_ranges().collect::<Vec<_>>(),
+        vec![(0, evicted.len())]
+    );
+    // What a receiver gets (the notices still queued) announces every eviction, including
+    // those announced by notices that were evicted in turn.
+    let mut announced = RangeSet::new();
+    for (id, payload) in &notices {
+        if !left.contains(id) {
+            continue;
+        }
+        let env = codec::decode(payload).expect("notice decodes");
+        assert_eq!((env.id, env.kind), (*id, codec::Kind::Gap));
+        for (s, e) in codec::gap_body(&env).expect("gap body").seqs {
+            announced.insert_range(s, e);
+        }
+    }
+    assert_eq!(announced, evicted);
 }
 
 #[test]
@@ -207,17 +243,20 @@ fn delivered_batches_are_not_reported_as_evicted() {
     let d = tempfile::tempdir().expect("tmp");
     let (mut q, _) = Queue::open(opts(d.path(), 1200, 300)).expect("open");
     let mut gaps = Vec::new();
-    for _ in 0..30 {
+    let mut acked = RangeSet::new();
+    for i in 0..30 {
         let (id, g) = put(&mut q, 8);
         gaps.extend(g);
-        if id.seq % 2 == 0 {
-            q.ack(id);
+        if i % 2 == 0 {
+            assert!(q.ack(id));
+            acked.insert(id.seq);
         }
     }
+    assert!(!gaps.is_empty());
     for g in &gaps {
         for (s, e) in &g.seqs {
             assert!(
-                (*s..*e).all(|x| x % 2 == 1),
+                (*s..*e).all(|x| !acked.contains(x)),
                 "only undelivered seqs in gaps: {g:?}"
             );
         }

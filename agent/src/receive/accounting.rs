@@ -14,7 +14,7 @@
 //! every run is its `Run` announcement), so they count as arrived.
 
 use super::latency::LatencyHistogram;
-use crate::codec::{BatchId, GapBody, RunBody};
+use crate::codec::{BatchId, GapBody, GapCause, RunBody};
 use crate::ranges::RangeSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -26,6 +26,7 @@ pub const MAX_LISTED_RANGES: usize = 16;
 struct RunLedger {
     arrived: RangeSet,
     evicted: RangeSet,
+    damaged: RangeSet,
     /// From this run's own `Run` batch.
     announced: bool,
     previous_run: Option<u32>,
@@ -44,6 +45,8 @@ pub struct Accounting {
     duplicate_samples: u64,
     gap_notices: u64,
     evicted_samples: u64,
+    dropped_batches: u64,
+    dropped_samples: u64,
     run_announcements: u64,
     runs: BTreeMap<u32, RunLedger>,
     latency: LatencyHistogram,
@@ -58,8 +61,11 @@ pub struct RunSummary {
     pub max_seq: Option<u64>,
     /// Distinct batches that arrived (data, gap and run batches).
     pub batches: u64,
-    /// Distinct sequence numbers reported evicted by the car's disk cap.
+    /// Distinct sequence numbers reported evicted by the car's disk cap (and not arrived).
     pub evicted_batches: u64,
+    /// Distinct sequence numbers the car's queue reported damaged or missing on disk (and not
+    /// arrived, nor evicted).
+    pub damaged_batches: u64,
     /// Not arrived yet and not explained (may still arrive).
     pub missing_batches: u64,
     /// Above the durable end this run's successor announced, never arrived: lost for good.
@@ -97,6 +103,11 @@ pub struct VehicleSummary {
     pub gap_notices: u64,
     pub evicted_batches: u64,
     pub evicted_samples: u64,
+    pub damaged_batches: u64,
+    /// Batches the car could not write at all (disk full or failing): they never had a sequence
+    /// number, so only their count, samples and time range are known.
+    pub dropped_batches: u64,
+    pub dropped_samples: u64,
     pub run_announcements: u64,
     pub missing_batches: u64,
     pub lost_in_crash_batches: u64,
@@ -131,10 +142,21 @@ impl Accounting {
     /// A gap notice (its own batch is counted by [`Accounting::on_batch`]).
     pub fn on_gap(&mut self, gap: &GapBody) {
         self.gap_notices += 1;
-        self.evicted_samples += gap.samples;
         let run = self.runs.entry(gap.run).or_default();
+        let set = match gap.cause {
+            GapCause::Evicted => {
+                self.evicted_samples += gap.samples;
+                &mut run.evicted
+            }
+            GapCause::Damaged => &mut run.damaged,
+            GapCause::Dropped => {
+                self.dropped_batches += gap.batches;
+                self.dropped_samples += gap.samples;
+                return;
+            }
+        };
         for &(start, end) in &gap.seqs {
-            run.evicted.insert_range(start, end);
+            set.insert_range(start, end);
         }
     }
 
@@ -175,6 +197,9 @@ impl Accounting {
             // does not count the same batches twice.
             evicted_batches: runs.iter().map(|r| r.evicted_batches).sum(),
             evicted_samples: self.evicted_samples,
+            damaged_batches: runs.iter().map(|r| r.damaged_batches).sum(),
+            dropped_batches: self.dropped_batches,
+            dropped_samples: self.dropped_samples,
             run_announcements: self.run_announcements,
             missing_batches: runs.iter().map(|r| r.missing_batches).sum(),
             lost_in_crash_batches: runs.iter().map(|r| r.lost_in_crash_batches).sum(),
@@ -187,12 +212,19 @@ impl Accounting {
 }
 
 fn run_summary(run: u32, r: &RunLedger) -> RunSummary {
-    let max_seq = r.arrived.max().max(r.evicted.max());
+    let max_seq = r.arrived.max().max(r.evicted.max()).max(r.damaged.max());
     // Sequence numbers up to the announced durable end exist even if none of them arrived yet.
     let durable = r.ended_by_run.and(r.durable_last_seq);
     let known_end = max_seq.max(durable).map_or(0, |m| m.saturating_add(1));
     let mut explained = r.arrived.clone();
+    let mut evicted_batches = 0;
     for (s, e) in r.evicted.iter_ranges() {
+        evicted_batches += (e - s) - explained.count_in(s, e);
+        explained.insert_range(s, e);
+    }
+    let mut damaged_batches = 0;
+    for (s, e) in r.damaged.iter_ranges() {
+        damaged_batches += (e - s) - explained.count_in(s, e);
         explained.insert_range(s, e);
     }
     // First sequence number that, if absent, was lost in the crash that ended this run.
@@ -216,7 +248,8 @@ fn run_summary(run: u32, r: &RunLedger) -> RunSummary {
         run,
         max_seq,
         batches: r.arrived.len(),
-        evicted_batches: r.evicted.len(),
+        evicted_batches,
+        damaged_batches,
         missing_batches,
         lost_in_crash_batches,
         missing,
@@ -231,7 +264,6 @@ fn run_summary(run: u32, r: &RunLedger) -> RunSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::GapCause;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -402,7 +434,7 @@ mod tests {
                     prop_assert_eq!(rs.lost_in_crash_batches, l, "run {}", run);
                     prop_assert_eq!(rs.max_seq, max);
                     prop_assert_eq!(rs.batches, arr.len() as u64);
-                    prop_assert_eq!(rs.evicted_batches, ev.len() as u64);
+                    prop_assert_eq!(rs.evicted_batches, ev.iter().filter(|x| !arr.contains(x)).count() as u64);
                 } else {
                     prop_assert_eq!((m, l), (0, 0));
                 }

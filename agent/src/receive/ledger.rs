@@ -217,7 +217,13 @@ mod tests {
 
         let mut seqs = RangeSet::new();
         seqs.insert_range(2, 4);
-        let g = control_envelope("car", id(1, 4), Kind::Gap, 5, &gap_from(1, &seqs, 9, 1, 2));
+        let g = control_envelope(
+            "car",
+            id(1, 4),
+            Kind::Gap,
+            5,
+            &gap_from(codec::GapCause::Evicted, 1, &seqs, 9, 1, 2),
+        );
         let Verdict::New(gb) = l.classify(&encode(&g)) else {
             panic!("expected a gap batch");
         };

@@ -461,10 +461,13 @@ pub fn render_summary(s: &ReceiveSummary) -> String {
         );
         let _ = writeln!(
             o,
-            "  evicted {} batches ({} samples, {} gap notices); lost in crash {}; still missing {}",
+            "  evicted {} batches ({} samples, {} gap notices); damaged {}; dropped unwritten {} ({} samples); lost in crash {}; still missing {}",
             v.evicted_batches,
             v.evicted_samples,
             v.gap_notices,
+            v.damaged_batches,
+            v.dropped_batches,
+            v.dropped_samples,
             v.lost_in_crash_batches,
             v.missing_batches
         );
@@ -485,6 +488,9 @@ pub fn render_summary(s: &ReceiveSummary) -> String {
             }
             if r.evicted_batches > 0 {
                 let _ = write!(o, ", {} evicted", r.evicted_batches);
+            }
+            if r.damaged_batches > 0 {
+                let _ = write!(o, ", {} damaged", r.damaged_batches);
             }
             if let Some(next) = r.ended_by_run {
                 match r.lost_in_crash_after_seq {

@@ -92,6 +92,8 @@ impl<W: Write> JsonlWriter<W> {
                 t_us: b.t_last_us,
                 cause: match g.cause {
                     GapCause::Evicted => "evicted",
+                    GapCause::Dropped => "dropped",
+                    GapCause::Damaged => "damaged",
                 },
                 gap_run: g.run,
                 seqs: &g.seqs,
