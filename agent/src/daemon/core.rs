@@ -400,9 +400,8 @@ impl Core {
 
     fn finish_sync(&mut self, done: SyncDone<DiskFile>) {
         self.sync_pending = false;
-        if let Err(e) = self.queue.finish_sync(done) {
-            tracing::error!("queue fsync failed: {e}");
-        }
+        // A failure is counted and logged (once per episode) by the queue, and retried.
+        let _ = self.queue.finish_sync(done);
     }
 
     fn publish_status(&mut self) {

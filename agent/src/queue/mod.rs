@@ -24,6 +24,8 @@ mod segment;
 mod store;
 
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod sim;
 
 use crate::codec::{self, BatchId, GapBody, GapCause, Kind, gap_from};
@@ -92,6 +94,8 @@ pub struct Recovery {
     pub damaged_batches: u64,
     /// The ack file was unreadable: everything on disk is sent again.
     pub acks_unreadable: bool,
+    /// Segments deleted at start-up because the disk was too full to record the new run.
+    pub removed_for_room: usize,
 }
 
 /// Counters, shown by `pitlink status`.
@@ -140,6 +144,8 @@ pub enum QueueError {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct AckFile {
     runs: Vec<RunAcks>,
+    /// Gap notices not written yet (the disk refused them): announced after a restart too.
+    pending: Vec<Pending>,
 }
 
 /// (run, delivered ranges, given-up ranges)
@@ -191,6 +197,14 @@ struct Loaded<F> {
 /// How many sealed segments keep their offsets loaded (backfill reads one segment at a time).
 const LOADED: usize = 4;
 
+/// A gap notice to write. `fresh` ones may be merged with each other; the others repeat a
+/// notice that was evicted before delivery and must stay word for word the same.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    gap: GapBody,
+    fresh: bool,
+}
+
 /// Losses from write errors, announced by one `Dropped` notice once writing works again.
 #[derive(Debug, Default)]
 struct Dropped {
@@ -216,7 +230,7 @@ pub struct Queue<S: Store = DiskStore> {
     acks_dirty: bool,
     syncing: bool,
     /// Gap notices to write, oldest first.
-    notices: VecDeque<GapBody>,
+    notices: VecDeque<Pending>,
     /// Gap notices written since the last [`Queue::take_notices`].
     written_notices: Vec<(BatchId, Vec<u8>)>,
     dropped: Option<Dropped>,
@@ -225,6 +239,8 @@ pub struct Queue<S: Store = DiskStore> {
     stats: QueueStats,
     /// True while a write error episode lasts (logged once per episode).
     failing: bool,
+    /// The same for group commits.
+    sync_failing: bool,
 }
 
 /// One group commit's work, detached from the queue so it can run on another thread.
@@ -306,7 +322,11 @@ fn io_err(path: PathBuf) -> impl FnOnce(io::Error) -> QueueError {
     move |source| QueueError::File { path, source }
 }
 
-fn encode_acks(delivered: &BTreeMap<u32, RangeSet>, given_up: &BTreeMap<u32, RangeSet>) -> Vec<u8> {
+fn encode_acks(
+    delivered: &BTreeMap<u32, RangeSet>,
+    given_up: &BTreeMap<u32, RangeSet>,
+    pending: &VecDeque<Pending>,
+) -> Vec<u8> {
     let runs: std::collections::BTreeSet<u32> =
         delivered.keys().chain(given_up.keys()).copied().collect();
     let ranges = |m: &BTreeMap<u32, RangeSet>, r: u32| {
@@ -319,6 +339,7 @@ fn encode_acks(delivered: &BTreeMap<u32, RangeSet>, given_up: &BTreeMap<u32, Ran
             .into_iter()
             .map(|r| (r, ranges(delivered, r), ranges(given_up, r)))
             .collect(),
+        pending: pending.iter().cloned().collect(),
     };
     let mut out = postcard::to_stdvec(&file).unwrap_or_default();
     let c = crc32c::crc32c(&out);
@@ -392,19 +413,39 @@ impl<S: Store> Queue<S> {
         // Unreadable run file but segments present: continue above the highest run on disk.
         let last_run = previous_run.max(segs.iter().map(|(r, _)| *r).max());
         let run = last_run.map_or(1, |r| r.wrapping_add(1).max(1));
-        store
-            .write_atomic("run", format!("{run}\n").as_bytes())
-            .map_err(io_err(store.path("run")))?;
+        // Without a durable run number there is no start. On a full disk the oldest segment
+        // makes room (its batches are then announced as damaged, see `find_holes`).
+        let mut removed_for_room = 0;
+        loop {
+            match store.write_atomic("run", format!("{run}\n").as_bytes()) {
+                Ok(()) => break,
+                Err(e) if is_storage_full(&e) && !segs.is_empty() => {
+                    let (r, f) = segs.remove(0);
+                    tracing::error!(
+                        "{}: {e}; deleting the oldest segment {} to make room",
+                        store.path("run").display(),
+                        segment::seg_name(r, f)
+                    );
+                    let _ = store.remove(&segment::seg_name(r, f));
+                    let _ = store.remove(&segment::idx_name(r, f));
+                    removed_for_room += 1;
+                }
+                Err(e) => return Err(io_err(store.path("run"))(e)),
+            }
+        }
 
         let mut rec = Recovery {
             previous_run: last_run,
+            removed_for_room,
             ..Recovery::default()
         };
         let mut delivered: BTreeMap<u32, RangeSet> = BTreeMap::new();
         let mut given_up: BTreeMap<u32, RangeSet> = BTreeMap::new();
+        let mut pending = Vec::new();
         match store.read("acks") {
             Ok(Some(bytes)) => match decode_acks(&bytes) {
                 Some(a) => {
+                    pending = a.pending;
                     for (r, d, g) in a.runs {
                         let set = delivered.entry(r).or_default();
                         for (s, e) in d {
@@ -548,7 +589,9 @@ impl<S: Store> Queue<S> {
             dropped: None,
             doomed: Vec::new(),
             failing: false,
+            sync_failing: false,
         };
+        q.notices.extend(pending);
         rec.damaged_batches = q.find_holes();
         q.stats.damaged_batches = rec.damaged_batches;
         // Fully delivered segments go now: their deliveries are durable (they come from `acks`).
@@ -677,17 +720,7 @@ impl<S: Store> Queue<S> {
                     self.failing = false;
                     tracing::warn!("queue writes work again in {}", self.opts.dir.display());
                 }
-                if let Some(d) = self.dropped.take() {
-                    self.push_notice(GapBody {
-                        cause: GapCause::Dropped,
-                        run: self.run,
-                        seqs: Vec::new(),
-                        batches: d.batches,
-                        samples: d.samples,
-                        t_first_us: d.t_first_us,
-                        t_last_us: d.t_last_us,
-                    });
-                }
+                self.announce_dropped();
                 self.write_notices(&mut gone);
                 (Some((id, payload)), gone)
             }
@@ -714,6 +747,14 @@ impl<S: Store> Queue<S> {
                 // the next attempt. Other errors would not be helped by deleting data.
                 if is_storage_full(&e) && self.segments.len() > 1 {
                     gone.extend(self.evict_oldest());
+                    // The room just made is first for the notices that tell what was lost.
+                    self.delete_doomed();
+                    self.announce_dropped();
+                    self.write_notices(&mut gone);
+                } else {
+                    // Remembered (in the ack file too) until it can be written.
+                    self.announce_dropped();
+                    self.acks_dirty = true;
                 }
                 (None, gone)
             }
@@ -722,12 +763,29 @@ impl<S: Store> Queue<S> {
         out
     }
 
+    /// Turns the batches dropped so far into a pending `Dropped` notice.
+    fn announce_dropped(&mut self) {
+        if let Some(d) = self.dropped.take() {
+            self.push_notice(GapBody {
+                cause: GapCause::Dropped,
+                run: self.run,
+                seqs: Vec::new(),
+                batches: d.batches,
+                samples: d.samples,
+                t_first_us: d.t_first_us,
+                t_last_us: d.t_last_us,
+            });
+        }
+    }
+
     /// Queues a gap notice, merged with a pending one of the same run and cause (so the number
     /// of pending notices stays small whatever happens).
     fn push_notice(&mut self, g: GapBody) {
         if let Some(p) = self
             .notices
             .iter_mut()
+            .filter(|p| p.fresh)
+            .map(|p| &mut p.gap)
             .find(|p| p.run == g.run && p.cause == g.cause)
         {
             let mut seqs = RangeSet::new();
@@ -747,7 +805,10 @@ impl<S: Store> Queue<S> {
             }
             return;
         }
-        self.notices.push_back(g);
+        self.notices.push_back(Pending {
+            gap: g,
+            fresh: true,
+        });
     }
 
     /// Writes pending gap notices and makes them durable at once (they are rare, and the
@@ -758,7 +819,8 @@ impl<S: Store> Queue<S> {
         // Room for a notice may evict a segment holding notices, which are then due again:
         // bounded, in case the segments are tiny.
         let mut budget = 64;
-        while let Some(g) = self.notices.pop_front() {
+        while let Some(pending) = self.notices.pop_front() {
+            let g = &pending.gap;
             let id = BatchId {
                 run: self.run,
                 seq: self.next_seq,
@@ -785,20 +847,34 @@ impl<S: Store> Queue<S> {
                     self.next_seq += 1;
                     self.written_notices.push((id, payload));
                     wrote = true;
+                    // The ack file's list of pending notices is stale now.
+                    self.acks_dirty = true;
                 }
-                Err(_) => {
+                Err(e) => {
                     self.stats.write_errors += 1;
-                    self.notices.push_front(g);
+                    self.notices.push_front(pending);
+                    // The disk is full: the notice that tells what was lost outranks the oldest
+                    // data. Without a segment to spare, it stays pending (and in the ack file).
+                    if is_storage_full(&e) && budget > 0 && self.segments.len() > 1 {
+                        budget -= 1;
+                        gone.extend(self.evict_oldest());
+                        self.delete_doomed();
+                        continue;
+                    }
                     break;
                 }
             }
         }
-        if wrote
-            && let Some(a) = &self.active
-            && let Err(e) = a.file.sync()
-        {
-            self.stats.sync_errors += 1;
-            tracing::error!("queue fsync of a gap notice failed: {e}");
+        if wrote {
+            // The notices may have filled a segment and started the next one: both count.
+            let files = self.sealed.iter().map(|s| &s.file);
+            let synced: io::Result<()> = files
+                .chain(self.active.as_ref().map(|a| &a.file))
+                .try_for_each(|f| f.sync());
+            if let Err(e) = synced {
+                self.stats.sync_errors += 1;
+                tracing::error!("queue fsync of a gap notice failed: {e}");
+            }
         }
     }
 
@@ -930,7 +1006,14 @@ impl<S: Store> Queue<S> {
         }
         let acks = self
             .acks_dirty
-            .then(|| encode_acks(&self.delivered, &self.given_up));
+            .then(|| encode_acks(&self.delivered, &self.given_up, &self.notices));
+        if acks.is_some() {
+            // Saved as they are: from now on they may be announced twice (after a restart),
+            // so they must stay word for word the same.
+            for p in &mut self.notices {
+                p.fresh = false;
+            }
+        }
         self.acks_dirty = false;
         // Segments delivered in full; their deliveries are durable once `acks` is.
         let active_key = self
@@ -963,12 +1046,26 @@ impl<S: Store> Queue<S> {
         }
         if let Err(e) = done.result {
             // Try again at the next commit: the files stay unsynced.
+            if !self.sync_failing {
+                self.sync_failing = true;
+                tracing::error!(
+                    "queue group commit failed in {} ({e}); retrying at every flush until it works",
+                    self.opts.dir.display()
+                );
+            }
             self.stats.sync_errors += 1;
             self.sealed.extend(done.sealed);
             self.stats.unsynced_bytes = self.stats.unsynced_bytes.max(1);
             return Err(e);
         }
         self.stats.syncs += 1;
+        if self.sync_failing {
+            self.sync_failing = false;
+            tracing::warn!(
+                "queue group commits work again in {}",
+                self.opts.dir.display()
+            );
+        }
         if done.upto.is_some() {
             self.stats.durable_seq = done.upto.max(self.stats.durable_seq);
         }
@@ -1247,10 +1344,11 @@ impl<S: Store> Queue<S> {
         }
         self.forget_segment(key);
         self.doomed.push(key);
-        for g in again {
-            self.push_notice(g);
-        }
+        // Announced again word for word (after this eviction's own notice), so a receiver that
+        // did get the first copy (it was in flight) recognises the repeat.
+        let again = again.into_iter().map(|gap| Pending { gap, fresh: false });
         if lost.is_empty() {
+            self.notices.extend(again);
             self.prune_acks();
             return None;
         }
@@ -1270,6 +1368,7 @@ impl<S: Store> Queue<S> {
         );
         let gap = gap_from(GapCause::Evicted, key.0, &lost, samples, t0.min(t1), t1);
         self.push_notice(gap.clone());
+        self.notices.extend(again);
         Some(gap)
     }
 }

@@ -80,18 +80,13 @@ impl SimStore {
         }
     }
 
-    /// Flips one bit of a file (corruption at rest).
-    pub fn flip(&self, name: &str, offset: usize) {
-        let mut fs = self.lock();
-        if let Some(&i) = fs.names.get(name)
-            && let Some(b) = fs.inodes[i].data.get_mut(offset)
-        {
-            *b ^= 0x08;
-        }
-    }
-
     pub fn names(&self) -> Vec<String> {
         self.lock().names.keys().cloned().collect()
+    }
+
+    pub fn size_of(&self, name: &str) -> Option<u64> {
+        let fs = self.lock();
+        fs.names.get(name).map(|&i| fs.inodes[i].data.len() as u64)
     }
 
     pub fn total_bytes(&self) -> u64 {
@@ -213,11 +208,8 @@ impl Store for SimStore {
 
     fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()> {
         let mut fs = self.lock();
-        let old = fs
-            .names
-            .get(name)
-            .map_or(0, |&i| fs.inodes[i].data.len() as u64);
-        if data.len() as u64 > fs.room() + old {
+        // The new content goes to a temporary file first: it needs room of its own.
+        if data.len() as u64 > fs.room() {
             return Err(full());
         }
         fs.inodes.push(Inode {

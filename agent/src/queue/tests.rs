@@ -174,22 +174,131 @@ fn zero_length_and_missing_segments_do_not_wedge() {
     let seqs: Vec<u64> = q.undelivered().iter().map(|x| x.0.seq).collect();
     assert_eq!(seqs, vec![0, 3]);
     assert_eq!(rec.previous_durable_last_seq, Some(3));
+    assert!(rec.acks_unreadable);
+    // The two batches that vanished are announced, not left for the receiver to wonder about.
+    assert_eq!(rec.damaged_batches, 2);
+    put(&mut q, 1);
+    let notices = q.take_notices();
+    assert_eq!(notices.len(), 1);
+    let env = codec::decode(&notices[0].1).expect("decodes");
+    let g = codec::gap_body(&env).expect("gap");
+    assert_eq!(
+        (g.cause, g.run, g.seqs.clone()),
+        (GapCause::Damaged, 1, vec![(1, 3)])
+    );
+    // Announced once: the next start does not repeat it.
+    q.sync().expect("sync");
+    drop(q);
+    let (_, rec) = Queue::open(opts(d.path(), 1 << 30, 64)).expect("opens again");
+    assert_eq!(rec.damaged_batches, 0);
+}
+
+#[test]
+fn sealed_segments_recover_from_their_index_and_only_the_tail_is_scanned() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (mut q, _) = Queue::open(opts(d.path(), 1 << 30, 1024)).expect("open");
+    let ids: Vec<BatchId> = (0..60).map(|_| put(&mut q, 10).0).collect();
+    q.sync().expect("sync");
+    let segments = q.stats().segments;
+    assert!(segments > 5);
+    drop(q); // no clean close: like a SIGKILL after the last group commit
+    let (mut q, rec) = Queue::open(opts(d.path(), 1 << 30, 1024)).expect("reopen");
+    assert_eq!(rec.scanned_segments, 1, "only the tail");
+    assert_eq!(rec.indexed_segments, segments - 1);
+    assert_eq!(rec.records, 60);
+    for id in &ids {
+        let p = q.read(*id).expect("read").expect("present");
+        assert_eq!(codec::decode(&p).expect("decodes").id, *id);
+    }
+    // The scanned tail was indexed in passing: the next start scans nothing.
+    drop(q);
+    let (_, rec) = Queue::open(opts(d.path(), 1 << 30, 1024)).expect("reopen");
+    assert_eq!((rec.scanned_segments, rec.indexed_segments), (0, segments));
+}
+
+#[test]
+fn a_record_damaged_at_rest_is_announced_when_read() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (mut q, _) = Queue::open(opts(d.path(), 1 << 30, 1024)).expect("open");
+    let ids: Vec<BatchId> = (0..20).map(|_| put(&mut q, 10).0).collect();
+    q.sync().expect("sync");
+    drop(q);
+    // Rot a payload byte of the first record of the first (indexed) segment.
+    let first = seg_files(d.path()).remove(0);
+    let mut bytes = fs::read(&first).expect("read");
+    bytes[HEADER_LEN + 5] ^= 0x40;
+    fs::write(&first, &bytes).expect("write");
+    let (mut q, rec) = Queue::open(opts(d.path(), 1 << 30, 1024)).expect("reopen");
+    assert_eq!(rec.corrupt_records, 0, "the index is trusted: no scan");
+    assert_eq!(q.read(ids[0]).expect("read"), None, "damaged: given up");
+    assert!(q.read(ids[1]).expect("read").is_some());
+    assert_eq!(q.stats().damaged_batches, 1);
+    assert_eq!(q.stats().undelivered, 19);
+    put(&mut q, 1);
+    let notices = q.take_notices();
+    let g = codec::gap_body(&codec::decode(&notices[0].1).expect("decodes")).expect("gap");
+    assert_eq!(
+        (g.cause, g.seqs.clone(), g.samples),
+        (GapCause::Damaged, vec![(0, 1)], 10)
+    );
+}
+
+#[test]
+fn a_full_disk_at_start_up_costs_the_oldest_segment_not_the_start() {
+    let sim = sim::SimStore::default();
+    let o = QueueOptions {
+        cap_bytes: 1 << 20,
+        segment_bytes: 600,
+        ..QueueOptions::new("sim")
+    };
+    let (mut q, _) = Queue::open_in(sim.clone(), o.clone()).expect("open");
+    for _ in 0..20 {
+        let s = samples(5, 1);
+        let meta = BatchMeta {
+            samples: 5,
+            ..BatchMeta::default()
+        };
+        let (r, _) = q.append(meta, |id| {
+            codec::encode(&codec::data_envelope("v", id, "s", &s))
+        });
+        r.expect("append");
+    }
+    q.sync().expect("sync");
+    let run = q.run();
+    drop(q);
+    sim.set_capacity(Some(sim.total_bytes()));
+    let (mut q, rec) = Queue::open_in(sim.clone(), o).expect("starts on a full disk");
+    assert_eq!(q.run(), run + 1);
+    assert!(rec.removed_for_room >= 1);
+    assert!(
+        rec.damaged_batches >= 1,
+        "the deleted batches are announced"
+    );
+    sim.set_capacity(None);
+    let s = samples(1, 1);
+    let (r, _) = q.append(BatchMeta::default(), |id| {
+        codec::encode(&codec::data_envelope("v", id, "s", &s))
+    });
+    r.expect("append");
+    let g = codec::gap_body(&codec::decode(&q.take_notices()[0].1).expect("decodes")).expect("gap");
+    assert_eq!(g.cause, GapCause::Damaged);
+    assert_eq!(g.batches, rec.damaged_batches);
 }
 
 #[test]
 fn cap_evicts_oldest_and_reports_the_gap() {
     let d = tempfile::tempdir().expect("tmp");
-    // Records of ~150 bytes, segments of ~2 records, cap of ~4 segments.
-    let (mut q, _) = Queue::open(opts(d.path(), 1200, 300)).expect("open");
+    // Records of ~150 bytes, segments of ~10 records, cap of 4 segments.
+    let (mut q, _) = Queue::open(opts(d.path(), 6000, 1500)).expect("open");
     let mut gaps = Vec::new();
     let mut data = Vec::new();
     let mut notices = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..300 {
         let (id, g) = put(&mut q, 8);
         data.push(id);
         gaps.extend(g);
         notices.extend(q.take_notices());
-        assert!(q.stats().bytes_on_disk <= 1200 + 300, "cap + one segment");
+        assert!(q.stats().bytes_on_disk <= 6000 + 1500, "cap + one segment");
     }
     assert!(!gaps.is_empty());
     let mut evicted = RangeSet::new();
@@ -241,10 +350,10 @@ fn cap_evicts_oldest_and_reports_the_gap() {
 #[test]
 fn delivered_batches_are_not_reported_as_evicted() {
     let d = tempfile::tempdir().expect("tmp");
-    let (mut q, _) = Queue::open(opts(d.path(), 1200, 300)).expect("open");
+    let (mut q, _) = Queue::open(opts(d.path(), 6000, 1500)).expect("open");
     let mut gaps = Vec::new();
     let mut acked = RangeSet::new();
-    for i in 0..30 {
+    for i in 0..300 {
         let (id, g) = put(&mut q, 8);
         gaps.extend(g);
         if i % 2 == 0 {
