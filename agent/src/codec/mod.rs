@@ -65,7 +65,7 @@ pub struct DataBody {
 }
 
 /// Why batches are missing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum GapCause {
     /// Dropped by the queue's disk cap before they could be delivered.
     Evicted,
@@ -76,8 +76,10 @@ pub enum GapCause {
     Damaged,
 }
 
-/// Body of a `Gap` batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Body of a `Gap` batch. The car's queue may send the same notice twice (word for word) under
+/// two identities, when the first copy was evicted before it was acknowledged: receivers count
+/// a body once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GapBody {
     pub cause: GapCause,
     pub run: u32,

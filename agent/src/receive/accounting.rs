@@ -47,6 +47,8 @@ pub struct Accounting {
     evicted_samples: u64,
     dropped_batches: u64,
     dropped_samples: u64,
+    /// Gap notice bodies seen, so a repeated notice is not counted twice.
+    seen_gaps: std::collections::HashSet<GapBody>,
     run_announcements: u64,
     runs: BTreeMap<u32, RunLedger>,
     latency: LatencyHistogram,
@@ -141,6 +143,9 @@ impl Accounting {
 
     /// A gap notice (its own batch is counted by [`Accounting::on_batch`]).
     pub fn on_gap(&mut self, gap: &GapBody) {
+        if !self.seen_gaps.insert(gap.clone()) {
+            return;
+        }
         self.gap_notices += 1;
         let run = self.runs.entry(gap.run).or_default();
         let set = match gap.cause {
@@ -292,18 +297,22 @@ mod tests {
         }
         a.on_batch(id(1, 7), 0); // the gap notice itself
         a.on_gap(&gap(1, vec![(3, 5)], 40));
+        // The same notice again (the car re-announces a notice evicted before its ack).
+        a.on_batch(id(1, 8), 0);
+        a.on_gap(&gap(1, vec![(3, 5)], 40));
         a.on_duplicate(10);
         let s = a.summary();
-        assert_eq!(s.batches, 5);
+        assert_eq!(s.batches, 6);
         assert_eq!(s.samples, 40);
         assert_eq!((s.duplicate_batches, s.duplicate_samples), (1, 10));
         assert_eq!(
             (s.evicted_batches, s.evicted_samples, s.gap_notices),
-            (2, 40, 1)
+            (2, 40, 1),
+            "a repeated notice counts once"
         );
         assert_eq!(s.missing_batches, 1);
         assert_eq!(s.runs[0].missing, vec![(5, 6)]);
-        assert_eq!(s.runs[0].max_seq, Some(7));
+        assert_eq!(s.runs[0].max_seq, Some(8));
         assert_eq!(s.lost_in_crash_batches, 0);
 
         // Run 2 says run 1 was durable up to seq 4: seq 5 was lost in the crash.
