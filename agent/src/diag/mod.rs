@@ -45,7 +45,8 @@ pub struct QueueStatus {
     pub dir: PathBuf,
     #[serde(flatten)]
     pub stats: QueueStats,
-    /// Batches waiting for a link (not yet sent or taken back for a re-send).
+    /// Live batches waiting for a link, and batches taken back from a link for a re-send (the
+    /// backlog stays in the queue: `undelivered` counts it).
     pub unsent: u64,
     pub recovery: Recovery,
 }

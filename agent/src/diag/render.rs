@@ -45,7 +45,7 @@ pub fn render(s: &Status) -> String {
     let _ = writeln!(o, "\nQUEUE  {}", s.queue.dir.display());
     let _ = writeln!(
         o,
-        "  undelivered {} batches ({} unsent), oldest {}   disk {:.1} / {:.0} MiB in {} segments",
+        "  undelivered {} batches ({} live waiting), backlog since {}   disk {:.1} / {:.0} MiB in {} segments",
         q.undelivered,
         s.queue.unsent,
         age(s.now_us, q.oldest_undelivered_us),
@@ -55,23 +55,36 @@ pub fn render(s: &Status) -> String {
     );
     let _ = writeln!(
         o,
-        "  appended {}  delivered {}  evicted {} ({} samples)  dropped {} ({} samples, {} write errors)",
+        "  appended {}  delivered {}  evicted {} ({} samples)  dropped {} ({} samples, {} write errors)  damaged {}",
         q.appended_batches,
         q.delivered_batches,
         q.evicted_batches,
         q.evicted_samples,
         q.dropped_batches,
         q.dropped_samples,
-        q.write_errors
+        q.write_errors,
+        q.damaged_batches
+    );
+    let _ = writeln!(
+        o,
+        "  run {}  durable up to seq {}  group commits {} ({} failed)  notices pending {}",
+        q.run,
+        q.durable_seq.map_or("-".to_string(), |d| d.to_string()),
+        q.syncs,
+        q.sync_errors,
+        q.pending_notices
     );
     let r = &s.queue.recovery;
-    if r.corrupt_records > 0 || r.truncated_bytes > 0 {
-        let _ = writeln!(
-            o,
-            "  recovery: skipped {} corrupt records, cut {} torn bytes",
-            r.corrupt_records, r.truncated_bytes
-        );
-    }
+    let _ = writeln!(
+        o,
+        "  recovery: {} segments ({} from their index, {} scanned), {} corrupt records skipped, {} torn bytes cut, {} batches announced damaged",
+        r.segments,
+        r.indexed_segments,
+        r.scanned_segments,
+        r.corrupt_records,
+        r.truncated_bytes,
+        r.damaged_batches
+    );
     let _ = writeln!(o, "\nLINKS");
     let _ = writeln!(
         o,
