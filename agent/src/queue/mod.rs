@@ -411,8 +411,13 @@ impl<S: Store> Queue<S> {
             Err(e) => return Err(io_err(store.path("run"))(e)),
         };
         // Unreadable run file but segments present: continue above the highest run on disk.
-        let last_run = previous_run.max(segs.iter().map(|(r, _)| *r).max());
-        let run = last_run.map_or(1, |r| r.wrapping_add(1).max(1));
+        let disk_max = segs.iter().map(|(r, _)| *r).max();
+        let last_run = previous_run.max(disk_max);
+        // A run file at u32::MAX (damaged) must not wrap around onto runs still on disk.
+        let run = match last_run.map_or(Some(1), |r| r.checked_add(1)) {
+            Some(r) => r,
+            None => disk_max.map_or(1, |d| d.saturating_add(1)),
+        };
         // Without a durable run number there is no start. On a full disk the oldest segment
         // makes room (its batches are then announced as damaged, see `find_holes`).
         let mut removed_for_room = 0;
