@@ -79,6 +79,25 @@ pub enum BenchCmd {
         /// Record payload size in KiB.
         #[arg(long, default_value_t = 16)]
         record_kib: usize,
+        /// Queue volume a child writes before it is SIGKILLed for the recovery figure, in MiB
+        /// (0 skips the recovery phase).
+        #[arg(long, default_value_t = 1024)]
+        recovery_mib: u64,
+    },
+    /// Child of `bench queue`: writes the queue that is SIGKILLed for the recovery figure.
+    #[command(hide = true)]
+    QueueWriter {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        mib: u64,
+        #[arg(long, default_value_t = 16)]
+        record_kib: usize,
+        #[arg(long, default_value_t = 100)]
+        flush_ms: u64,
+        /// Stop by itself this long after announcing the volume.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        linger: Duration,
     },
 }
 
@@ -250,19 +269,48 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             max_time,
             dir,
             record_kib,
+            recovery_mib,
         }) => {
+            let recovery = match recovery_mib {
+                0 => None,
+                mib => Some(crate::bench::RecoveryOptions {
+                    exe: std::env::current_exe().context("cannot find the pitlink executable")?,
+                    mib,
+                }),
+            };
             let r = crate::bench::queue(&crate::bench::QueueBenchOptions {
                 mib,
                 max_time,
                 dir,
                 record_bytes: record_kib.max(1) << 10,
                 flush: Duration::from_millis(100),
+                recovery,
             })?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::QueueWriter {
+            dir,
+            mib,
+            record_kib,
+            flush_ms,
+            linger,
+        }) => {
+            die_with_parent();
+            crate::bench::queue_writer(
+                &crate::bench::QueueWriterOptions {
+                    dir,
+                    mib,
+                    record_bytes: record_kib.max(1) << 10,
+                    flush: Duration::from_millis(flush_ms),
+                    linger,
+                },
+                &mut std::io::stdout().lock(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -285,6 +333,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A bench child goes when the bench that started it goes (it never outlives a killed bench).
+fn die_with_parent() {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
 }
 
 async fn wait_for_signal() {
