@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod crash;
 #[cfg(feature = "sled-peer")]
 mod sled_peer;
 
