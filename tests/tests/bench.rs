@@ -91,6 +91,7 @@ fn queue_bench_reports_every_field() -> Result<()> {
     }
     for k in [
         "sled_append_mib_s",
+        "sled_payload_mib",
         "sled_write_amplification",
         "sled_ratio_to_disk",
     ] {

@@ -57,6 +57,8 @@ pub struct QueueBench {
     /// sled used as a FIFO (big-endian u64 keys, one insert per record, `flush()` at the same
     /// cadence), same records and volume. `null` unless built with the `sled-peer` feature.
     pub sled_append_mib_s: Option<f64>,
+    /// Payload the sled phase wrote (less than `payload_mib` if it hit the time limit).
+    pub sled_payload_mib: Option<f64>,
     pub sled_write_amplification: Option<f64>,
     pub sled_ratio_to_disk: Option<f64>,
     /// How the sled phase was configured, or how to enable it.
@@ -152,12 +154,18 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
     let disk_baseline_mib_s = mib(base_bytes) / base_secs;
 
     #[cfg(feature = "sled-peer")]
-    let (sled_append_mib_s, sled_write_amplification, sled_note) = {
+    let (sled_append_mib_s, sled_payload_mib, sled_write_amplification, sled_note) = {
         let (bytes, secs, wa) = sled_peer::phase(&tmp.path().join("sled"), &records, target, opts)?;
-        (Some(mib(bytes) / secs), wa, sled_peer::NOTE.to_string())
+        (
+            Some(mib(bytes) / secs),
+            Some(mib(bytes)),
+            wa,
+            sled_peer::NOTE.to_string(),
+        )
     };
     #[cfg(not(feature = "sled-peer"))]
-    let (sled_append_mib_s, sled_write_amplification, sled_note) = (
+    let (sled_append_mib_s, sled_payload_mib, sled_write_amplification, sled_note) = (
+        None,
         None,
         None,
         "sled phase not built; enable it with: cargo build --release -p pitlink --features sled-peer"
@@ -185,6 +193,7 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
         write_amplification: wa,
         baseline_write_amplification: base_wa,
         sled_append_mib_s,
+        sled_payload_mib,
         sled_write_amplification,
         sled_ratio_to_disk: sled_append_mib_s.map(|s| s / disk_baseline_mib_s),
         sled_note,
@@ -423,8 +432,12 @@ mod tests {
         assert_eq!(r.recovery_ms, None, "no recovery phase was asked for");
         if cfg!(feature = "sled-peer") {
             assert!(r.sled_append_mib_s.is_some_and(|s| s > 0.0), "{r:?}");
+            assert!(
+                r.sled_payload_mib.is_some_and(|m| (m - 4.0).abs() < 0.02),
+                "{r:?}"
+            );
         } else {
-            assert_eq!(r.sled_append_mib_s, None);
+            assert_eq!((r.sled_append_mib_s, r.sled_payload_mib), (None, None));
             assert!(
                 r.sled_note.contains("--features sled-peer"),
                 "{}",
