@@ -61,8 +61,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
-    /// Queue append throughput and write amplification against plain sequential writes, and
-    /// the time to recover the queue that was written.
+    /// Queue append throughput and write amplification against plain sequential writes (and
+    /// sled, with the sled-peer feature), and the time to recover a queue whose writer was
+    /// SIGKILLed.
     Queue {
         /// Print one JSON object (the default prints it too, pretty).
         #[arg(long)]
