@@ -61,8 +61,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
-    /// Queue append throughput and write amplification against plain sequential writes, and
-    /// the time to recover the queue that was written.
+    /// Queue append throughput and write amplification against plain sequential writes (and
+    /// sled, with the sled-peer feature), and the time to recover a queue whose writer was
+    /// SIGKILLed.
     Queue {
         /// Print one JSON object (the default prints it too, pretty).
         #[arg(long)]
@@ -79,6 +80,62 @@ pub enum BenchCmd {
         /// Record payload size in KiB.
         #[arg(long, default_value_t = 16)]
         record_kib: usize,
+        /// Queue volume a child writes before it is SIGKILLed for the recovery figure, in MiB
+        /// (0 skips the recovery phase).
+        #[arg(long, default_value_t = 1024)]
+        recovery_mib: u64,
+    },
+    /// Crash loop: a writer child is SIGKILLed at random moments, then its queue is recovered,
+    /// verified and delivered; losses and duplicates are counted (exit status 0 either way).
+    Crash {
+        /// Print one JSON object only (without it: a summary on stderr, the JSON pretty on stdout).
+        #[arg(long)]
+        json: bool,
+        /// Kill cycles.
+        #[arg(long, default_value_t = 200)]
+        kills: u64,
+        /// Directory on the disk to measure (default: the system temp directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Group commit interval of the writer, in ms.
+        #[arg(long, default_value_t = 100)]
+        flush_ms: u64,
+        /// Batch payload size in KiB.
+        #[arg(long, default_value_t = 4)]
+        batch_kib: usize,
+        /// Seed of the kill moments (default: from the clock; reported either way).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Child of `bench queue`: writes the queue that is SIGKILLed for the recovery figure.
+    #[command(hide = true)]
+    QueueWriter {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        mib: u64,
+        #[arg(long, default_value_t = 16)]
+        record_kib: usize,
+        #[arg(long, default_value_t = 100)]
+        flush_ms: u64,
+        /// Stop by itself this long after announcing the volume.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        linger: Duration,
+    },
+    /// Child of `bench crash`: appends and reports until it is SIGKILLed.
+    #[command(hide = true)]
+    CrashWriter {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        counter_base: u64,
+        #[arg(long, default_value_t = 4)]
+        batch_kib: usize,
+        #[arg(long, default_value_t = 100)]
+        flush_ms: u64,
+        /// Stop by itself after this long.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        max_time: Duration,
     },
 }
 
@@ -250,19 +307,94 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             max_time,
             dir,
             record_kib,
+            recovery_mib,
         }) => {
+            let recovery = match recovery_mib {
+                0 => None,
+                mib => Some(crate::bench::RecoveryOptions {
+                    exe: std::env::current_exe().context("cannot find the pitlink executable")?,
+                    mib,
+                }),
+            };
             let r = crate::bench::queue(&crate::bench::QueueBenchOptions {
                 mib,
                 max_time,
                 dir,
                 record_bytes: record_kib.max(1) << 10,
                 flush: Duration::from_millis(100),
+                recovery,
             })?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::Crash {
+            json,
+            kills,
+            dir,
+            flush_ms,
+            batch_kib,
+            seed,
+        }) => {
+            let r = crate::bench::crash::crash(&crate::bench::crash::CrashBenchOptions {
+                exe: std::env::current_exe().context("cannot find the pitlink executable")?,
+                kills,
+                dir,
+                flush: Duration::from_millis(flush_ms.max(1)),
+                batch_bytes: batch_kib.max(1) << 10,
+                seed: seed.unwrap_or_else(crate::bench::crash::clock_seed),
+                kill_after_ms: (20, 300),
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                eprint!("{}", crate::bench::crash::render(&r));
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::QueueWriter {
+            dir,
+            mib,
+            record_kib,
+            flush_ms,
+            linger,
+        }) => {
+            die_with_parent();
+            crate::bench::queue_writer(
+                &crate::bench::QueueWriterOptions {
+                    dir,
+                    mib,
+                    record_bytes: record_kib.max(1) << 10,
+                    flush: Duration::from_millis(flush_ms),
+                    linger,
+                },
+                &mut std::io::stdout().lock(),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::CrashWriter {
+            dir,
+            counter_base,
+            batch_kib,
+            flush_ms,
+            max_time,
+        }) => {
+            die_with_parent();
+            crate::bench::crash::crash_writer(
+                &crate::bench::crash::CrashWriterOptions {
+                    dir,
+                    counter_base,
+                    batch_bytes: batch_kib.max(1) << 10,
+                    flush: Duration::from_millis(flush_ms.max(1)),
+                    every: Duration::from_millis(1),
+                    max_time,
+                },
+                &mut std::io::stdout().lock(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -285,6 +417,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A bench child goes when the bench that started it goes (it never outlives a killed bench).
+fn die_with_parent() {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
 }
 
 async fn wait_for_signal() {

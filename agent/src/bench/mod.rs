@@ -1,12 +1,20 @@
 //! `pitlink bench <name> --json`: measured figures, each timing beside a baseline taken in the
 //! same run on the same machine (these machines are noisy; ratios are what compare).
 
-use crate::queue::{BatchMeta, Queue, QueueOptions};
-use anyhow::{Context, Result};
+use crate::queue::{BatchMeta, Queue, QueueOptions, Recovery};
+use anyhow::{Context, Result, bail};
+use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde::Serialize;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod crash;
+#[cfg(feature = "sled-peer")]
+mod sled_peer;
 
 #[derive(Debug, Clone)]
 pub struct QueueBenchOptions {
@@ -18,6 +26,18 @@ pub struct QueueBenchOptions {
     pub dir: Option<PathBuf>,
     pub record_bytes: usize,
     pub flush: Duration,
+    /// The recovery phase; `None` skips it (its fields are then `null`).
+    pub recovery: Option<RecoveryOptions>,
+}
+
+/// Recovery after a SIGKILL: a child process writes the queue, the bench kills it and times the
+/// next [`Queue::open`].
+#[derive(Debug, Clone)]
+pub struct RecoveryOptions {
+    /// The `pitlink` executable to run `bench queue-writer` with (the CLI passes its own).
+    pub exe: PathBuf,
+    /// Queue volume the writer reaches before it is killed, in MiB.
+    pub mib: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -30,12 +50,31 @@ pub struct QueueBench {
     pub disk_baseline_mib_s: f64,
     pub ratio_to_disk: f64,
     /// Bytes the process caused to reach the storage layer (/proc/self/io write_bytes) per
-    /// payload byte, during the queue phase.
+    /// payload byte, during the queue phase. `null` where the kernel does not count them, or
+    /// counted none (tmpfs).
     pub write_amplification: Option<f64>,
     pub baseline_write_amplification: Option<f64>,
-    /// Time to open (recover) the queue left by the append phase, all of it undelivered.
-    pub recovery_ms: f64,
-    pub recovered_batches: u64,
+    /// sled used as a FIFO (big-endian u64 keys, one insert per record, `flush()` at the same
+    /// cadence), same records and volume. `null` unless built with the `sled-peer` feature.
+    pub sled_append_mib_s: Option<f64>,
+    /// Payload the sled phase wrote (less than `payload_mib` if it hit the time limit).
+    pub sled_payload_mib: Option<f64>,
+    pub sled_write_amplification: Option<f64>,
+    pub sled_ratio_to_disk: Option<f64>,
+    /// How the sled phase was configured, or how to enable it.
+    pub sled_note: String,
+    /// Queue volume written by the child that was SIGKILLed, in MiB.
+    pub recovery_mib: Option<f64>,
+    /// `Queue::open` on the queue a SIGKILLed writer left (its files still in the page cache,
+    /// as after a process crash).
+    pub recovery_ms: Option<f64>,
+    /// The same open again after evicting the queue's files from the page cache
+    /// (posix_fadvise DONTNEED): what a restart after a power loss reads from the device.
+    pub recovery_cold_ms: Option<f64>,
+    /// Undelivered batches the open found (every batch the writer appended before the kill).
+    pub recovered_batches: Option<u64>,
+    pub recovery_truncated_bytes: Option<u64>,
+    pub recovery_corrupt_records: Option<u64>,
 }
 
 fn proc_write_bytes() -> Option<u64> {
@@ -58,6 +97,23 @@ fn payload(len: usize, i: u64) -> Vec<u8> {
         .collect()
 }
 
+fn records(record_bytes: usize) -> Vec<Vec<u8>> {
+    (0..64).map(|i| payload(record_bytes, i)).collect()
+}
+
+const NO_META: BatchMeta = BatchMeta {
+    samples: 0,
+    t_first_us: 0,
+    t_last_us: 0,
+};
+
+/// Segment size of the benchmark queues (the daemon's default is of the same order).
+const BENCH_SEGMENT_BYTES: u64 = 64 << 20;
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
     let base = match &opts.dir {
         Some(d) => d.clone(),
@@ -68,7 +124,7 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
         .tempdir_in(&base)
         .with_context(|| format!("cannot create a scratch directory in {}", base.display()))?;
     let target = opts.mib << 20;
-    let records: Vec<Vec<u8>> = (0..64).map(|i| payload(opts.record_bytes, i)).collect();
+    let records = records(opts.record_bytes);
 
     // Baseline first: plain sequential writes + fdatasync per interval.
     let (base_bytes, base_secs, base_wa) = baseline(tmp.path(), &records, target, opts)?;
@@ -76,35 +132,58 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
     let qdir = tmp.path().join("queue");
     let qopts = QueueOptions {
         cap_bytes: target * 2 + (64 << 20),
-        segment_bytes: 64 << 20,
-        ..QueueOptions::new(qdir)
+        segment_bytes: BENCH_SEGMENT_BYTES,
+        ..QueueOptions::new(qdir.clone())
     };
-    let (mut q, _) = Queue::open(qopts.clone())?;
-    let meta = BatchMeta {
-        samples: 0,
-        t_first_us: 0,
-        t_last_us: 0,
-    };
+    let (mut q, _) = Queue::open(qopts)?;
     let cell = std::cell::RefCell::new(&mut q);
     let (written, secs, wa) = timed_phase(
         &records,
         target,
         opts,
         |rec| {
-            let (res, _) = cell.borrow_mut().append(meta, |_| rec.to_vec());
+            let (res, _) = cell.borrow_mut().append(NO_META, |_| rec.to_vec());
             res.map(|_| ()).context("queue append failed")
         },
         || Ok(cell.borrow_mut().sync()?),
     )?;
     drop(q);
+    // Keep the scratch directory's footprint to one phase at a time.
+    std::fs::remove_dir_all(&qdir)?;
 
-    let t = Instant::now();
-    let (_q, rec) = Queue::open(qopts)?;
-    let recovery_ms = t.elapsed().as_secs_f64() * 1000.0;
-
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let append_mib_s = mib(written) / secs;
     let disk_baseline_mib_s = mib(base_bytes) / base_secs;
+
+    #[cfg(feature = "sled-peer")]
+    let (sled_append_mib_s, sled_payload_mib, sled_write_amplification, sled_note) = {
+        let (bytes, secs, wa) = sled_peer::phase(&tmp.path().join("sled"), &records, target, opts)?;
+        (
+            Some(mib(bytes) / secs),
+            Some(mib(bytes)),
+            wa,
+            sled_peer::NOTE.to_string(),
+        )
+    };
+    #[cfg(not(feature = "sled-peer"))]
+    let (sled_append_mib_s, sled_payload_mib, sled_write_amplification, sled_note) = (
+        None,
+        None,
+        None,
+        "sled phase not built; enable it with: cargo build --release -p pitlink --features sled-peer"
+            .to_string(),
+    );
+
+    let rec = match &opts.recovery {
+        Some(r) => Some(recovery_after_kill(
+            &r.exe,
+            &tmp.path().join("recovery"),
+            r.mib,
+            opts.record_bytes,
+            opts.flush,
+        )?),
+        None => None,
+    };
+
+    let append_mib_s = mib(written) / secs;
     Ok(QueueBench {
         record_bytes: opts.record_bytes,
         payload_mib: mib(written),
@@ -113,9 +192,165 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
         ratio_to_disk: append_mib_s / disk_baseline_mib_s,
         write_amplification: wa,
         baseline_write_amplification: base_wa,
-        recovery_ms,
-        recovered_batches: rec.undelivered,
+        sled_append_mib_s,
+        sled_payload_mib,
+        sled_write_amplification,
+        sled_ratio_to_disk: sled_append_mib_s.map(|s| s / disk_baseline_mib_s),
+        sled_note,
+        recovery_mib: rec.as_ref().map(|r| r.queue_mib),
+        recovery_ms: rec.as_ref().map(|r| r.warm_ms),
+        recovery_cold_ms: rec.as_ref().and_then(|r| r.cold_ms),
+        recovered_batches: rec.as_ref().map(|r| r.recovery.undelivered),
+        recovery_truncated_bytes: rec.as_ref().map(|r| r.recovery.truncated_bytes),
+        recovery_corrupt_records: rec.as_ref().map(|r| r.recovery.corrupt_records),
     })
+}
+
+/// What the recovery phase measured.
+#[derive(Debug, Clone)]
+pub struct KillRecovery {
+    pub queue_mib: f64,
+    pub warm_ms: f64,
+    pub cold_ms: Option<f64>,
+    pub recovery: Recovery,
+}
+
+/// Starts `exe bench queue-writer` on `dir`, SIGKILLs it as soon as it reports `mib` MiB written
+/// and synced (it is still appending then), and times `Queue::open` on what it left.
+pub fn recovery_after_kill(
+    exe: &Path,
+    dir: &Path,
+    mib_target: u64,
+    record_bytes: usize,
+    flush: Duration,
+) -> Result<KillRecovery> {
+    let mut child = Command::new(exe)
+        .args(["bench", "queue-writer", "--dir"])
+        .arg(dir)
+        .args([
+            "--mib",
+            &mib_target.to_string(),
+            "--record-kib",
+            &(record_bytes >> 10).max(1).to_string(),
+            "--flush-ms",
+            &flush.as_millis().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {} bench queue-writer", exe.display()))?;
+    let stdout = child.stdout.take().context("writer stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut reached = false;
+    for line in lines.by_ref() {
+        if line?.starts_with(WRITTEN) {
+            reached = true;
+            break;
+        }
+    }
+    // Killed mid-append: the queue ends wherever the writer was.
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    let status = child.wait()?;
+    if !reached {
+        bail!("bench queue-writer ended ({status}) before writing {mib_target} MiB");
+    }
+    drop(lines);
+
+    let qopts = QueueOptions {
+        cap_bytes: u64::MAX,
+        segment_bytes: BENCH_SEGMENT_BYTES,
+        ..QueueOptions::new(dir.to_owned())
+    };
+    let t = Instant::now();
+    let (q, recovery) = Queue::open(qopts.clone())?;
+    let warm_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let queue_mib = mib(q.stats().bytes_on_disk);
+    drop(q);
+
+    let cold_ms = if evict_from_page_cache(dir).is_ok() {
+        let t = Instant::now();
+        let (_q, _) = Queue::open(qopts)?;
+        Some(t.elapsed().as_secs_f64() * 1000.0)
+    } else {
+        None
+    };
+    std::fs::remove_dir_all(dir)?;
+    Ok(KillRecovery {
+        queue_mib,
+        warm_ms,
+        cold_ms,
+        recovery,
+    })
+}
+
+/// Writes back and drops every file of `dir` from the page cache, so the next read comes from
+/// the device.
+fn evict_from_page_cache(dir: &Path) -> Result<()> {
+    for ent in std::fs::read_dir(dir)? {
+        let path = ent?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let f = std::fs::File::open(&path)?;
+        // Dirty pages cannot be dropped: write them first.
+        f.sync_data()?;
+        posix_fadvise(&f, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)?;
+    }
+    Ok(())
+}
+
+/// The line `bench queue-writer` prints once its volume is written and synced.
+const WRITTEN: &str = "written";
+
+#[derive(Debug, Clone)]
+pub struct QueueWriterOptions {
+    pub dir: PathBuf,
+    pub mib: u64,
+    pub record_bytes: usize,
+    pub flush: Duration,
+    /// How long the writer goes on appending after its announcement before it stops by itself
+    /// (a safety net: the bench kills it long before).
+    pub linger: Duration,
+}
+
+/// The child of the recovery phase: appends `record_bytes` records with a group commit per
+/// `flush` until `mib` MiB are written, syncs, prints `written BYTES`, then goes on appending
+/// the same way (so the kill lands mid-write) for `linger` (at least one more record).
+pub fn queue_writer(opts: &QueueWriterOptions, out: &mut impl Write) -> Result<()> {
+    let (mut q, _) = Queue::open(QueueOptions {
+        cap_bytes: u64::MAX,
+        segment_bytes: BENCH_SEGMENT_BYTES,
+        ..QueueOptions::new(opts.dir.clone())
+    })?;
+    let records = records(opts.record_bytes);
+    let target = opts.mib << 20;
+    let mut last_sync = Instant::now();
+    let mut written = 0u64;
+    let mut announced: Option<Instant> = None;
+    for rec in records.iter().cycle() {
+        let (res, _) = q.append(NO_META, |_| rec.clone());
+        res.context("queue append failed")?;
+        written += rec.len() as u64;
+        if let Some(t) = announced {
+            if t.elapsed() >= opts.linger {
+                break;
+            }
+        } else if written >= target {
+            q.sync()?;
+            last_sync = Instant::now();
+            writeln!(out, "{WRITTEN} {written}")?;
+            out.flush()?;
+            announced = Some(last_sync);
+            continue;
+        }
+        if last_sync.elapsed() >= opts.flush {
+            q.sync()?;
+            last_sync = Instant::now();
+        }
+    }
+    q.sync()?;
+    Ok(())
 }
 
 /// Plain sequential writes of the same records, same fdatasync cadence.
@@ -165,9 +400,13 @@ fn timed_phase(
     }
     sync()?;
     let secs = start.elapsed().as_secs_f64();
+    // Zero bytes for a non-zero payload means the directory is not on a block device (tmpfs):
+    // there is no amplification to report.
     let wa = proc_write_bytes()
         .zip(w0)
-        .map(|(b, a)| b.saturating_sub(a) as f64 / written.max(1) as f64);
+        .map(|(b, a)| b.saturating_sub(a))
+        .filter(|&d| d > 0)
+        .map(|d| d as f64 / written.max(1) as f64);
     Ok((written, secs, wa))
 }
 
@@ -176,7 +415,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn queue_bench_measures_both_phases() {
+    fn queue_bench_measures_every_phase() {
         let d = tempfile::tempdir().expect("tmp");
         let r = queue(&QueueBenchOptions {
             mib: 4,
@@ -184,14 +423,59 @@ mod tests {
             dir: Some(d.path().to_owned()),
             record_bytes: 16 << 10,
             flush: Duration::from_millis(100),
+            recovery: None,
         })
         .expect("bench runs");
         assert!((r.payload_mib - 4.0).abs() < 0.02, "{r:?}");
         assert!(r.append_mib_s > 0.0 && r.disk_baseline_mib_s > 0.0);
         assert!((r.ratio_to_disk - r.append_mib_s / r.disk_baseline_mib_s).abs() < 1e-9);
-        assert_eq!(
-            r.recovered_batches, 256,
-            "4 MiB of 16 KiB records, all undelivered"
+        assert_eq!(r.recovery_ms, None, "no recovery phase was asked for");
+        if cfg!(feature = "sled-peer") {
+            assert!(r.sled_append_mib_s.is_some_and(|s| s > 0.0), "{r:?}");
+            assert!(
+                r.sled_payload_mib.is_some_and(|m| (m - 4.0).abs() < 0.02),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!((r.sled_append_mib_s, r.sled_payload_mib), (None, None));
+            assert!(
+                r.sled_note.contains("--features sled-peer"),
+                "{}",
+                r.sled_note
+            );
+        }
+        // Every phase cleans up after itself; the scratch directory is gone at the end.
+        let left: Vec<_> = std::fs::read_dir(d.path()).expect("ls").collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn queue_writer_announces_the_volume_then_keeps_appending() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut out = Vec::new();
+        queue_writer(
+            &QueueWriterOptions {
+                dir: d.path().to_owned(),
+                mib: 1,
+                record_bytes: 16 << 10,
+                flush: Duration::from_millis(10),
+                linger: Duration::from_millis(20),
+            },
+            &mut out,
+        )
+        .expect("writer runs");
+        let out = String::from_utf8(out).expect("utf-8");
+        assert_eq!(out, format!("written {}\n", 1 << 20), "one line, once");
+        let (_q, rec) = Queue::open(QueueOptions {
+            cap_bytes: u64::MAX,
+            segment_bytes: BENCH_SEGMENT_BYTES,
+            ..QueueOptions::new(d.path().to_owned())
+        })
+        .expect("open");
+        assert!(
+            rec.undelivered > 64,
+            "appends went on after the announcement: {rec:?}"
         );
+        assert_eq!((rec.corrupt_records, rec.truncated_bytes), (0, 0));
     }
 }

@@ -1,0 +1,118 @@
+//! The benchmarks as a user runs them: the real binary, real child processes, real SIGKILLs.
+//! Figures are checked for presence and sanity, never against timings.
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use std::process::Command;
+use system_tests::pitlink_bin;
+
+/// Runs `pitlink bench ARGS --json` and parses the one JSON object it prints.
+fn bench_json(args: &[&str]) -> Result<Value> {
+    let out = Command::new(pitlink_bin())
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .context("run pitlink bench")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "pitlink bench {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).with_context(|| format!("one JSON object: {stdout}"))
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v.get(k)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{k}: a non-negative integer in {v}"))
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v.get(k)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{k}: a number in {v}"))
+}
+
+#[test]
+fn crash_loop_of_10_kills_loses_and_duplicates_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dir_s = dir.path().to_str().context("utf-8 path")?;
+    let r = bench_json(&["crash", "--kills", "10", "--dir", dir_s])?;
+    assert_eq!(u(&r, "crash_kills"), 10, "{r}");
+    assert_eq!(u(&r, "crash_lost_durable"), 0, "{r}");
+    assert_eq!(u(&r, "crash_duplicates_after_dedup"), 0, "{r}");
+    assert_eq!(u(&r, "crash_corrupt_payloads"), 0, "{r}");
+    assert_eq!(u(&r, "crash_content_mismatches"), 0, "{r}");
+    assert_eq!(u(&r, "crash_durable_end_short"), 0, "{r}");
+    assert_eq!(u(&r, "crash_lost_unaccounted"), 0, "{r}");
+    assert!(u(&r, "batches_recovered") > 0, "{r}");
+    assert!(
+        u(&r, "batches_recovered") >= u(&r, "batches_appended") - u(&r, "crash_lost_before_fsync"),
+        "every reported append is recovered or in the fsync window: {r}"
+    );
+    assert_eq!(u(&r, "flush_ms"), 100);
+    assert!(f(&r, "crash_lost_before_fsync_max_ms") >= 0.0);
+    assert!(f(&r, "elapsed_s") > 0.0);
+    u(&r, "seed");
+    // The scratch directory is removed at the end.
+    assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+    Ok(())
+}
+
+#[test]
+fn queue_bench_reports_every_field() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dir_s = dir.path().to_str().context("utf-8 path")?;
+    let r = bench_json(&[
+        "queue",
+        "--mib",
+        "32",
+        "--recovery-mib",
+        "64",
+        "--dir",
+        dir_s,
+    ])?;
+    for k in ["append_mib_s", "disk_baseline_mib_s", "ratio_to_disk"] {
+        assert!(f(&r, k) > 0.0, "{k} in {r}");
+    }
+    assert!((f(&r, "payload_mib") - 32.0).abs() < 0.1, "{r}");
+    for k in ["write_amplification", "baseline_write_amplification"] {
+        match r.get(k) {
+            Some(Value::Null) => {} // not counted here (tmpfs)
+            Some(v) => {
+                let wa = v.as_f64().context("a number")?;
+                assert!((0.5..=3.0).contains(&wa), "{k} = {wa} in {r}");
+            }
+            None => panic!("{k} missing in {r}"),
+        }
+    }
+    for k in [
+        "sled_append_mib_s",
+        "sled_payload_mib",
+        "sled_write_amplification",
+        "sled_ratio_to_disk",
+    ] {
+        match r.get(k) {
+            Some(Value::Null) => {}
+            Some(v) => assert!(v.as_f64().is_some_and(|x| x > 0.0), "{k} in {r}"),
+            None => panic!("{k} missing in {r}"),
+        }
+    }
+    assert!(r.get("sled_note").and_then(Value::as_str).is_some(), "{r}");
+    assert!(f(&r, "recovery_ms") > 0.0, "{r}");
+    assert!(
+        f(&r, "recovery_mib") >= 64.0,
+        "the writer was killed past 64 MiB: {r}"
+    );
+    assert!(
+        u(&r, "recovered_batches") >= 64 * 64,
+        "64 MiB of 16 KiB records at least: {r}"
+    );
+    assert_eq!(u(&r, "recovery_corrupt_records"), 0, "{r}");
+    u(&r, "recovery_truncated_bytes");
+    assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+    Ok(())
+}
