@@ -1,7 +1,9 @@
 //! `pitlink bench <name> --json`: measured figures, each timing beside a baseline taken in the
 //! same run on the same machine (these machines are noisy; ratios are what compare).
 
-use crate::queue::{BatchMeta, Queue, QueueOptions, Recovery};
+use crate::queue::{
+    BatchMeta, DiskFile, DiskStore, Queue, QueueOptions, Recovery, SyncDone, SyncJob,
+};
 use anyhow::{Context, Result, bail};
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use nix::sys::signal::{Signal, kill};
@@ -136,6 +138,8 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
         ..QueueOptions::new(qdir.clone())
     };
     let (mut q, _) = Queue::open(qopts)?;
+    // Group commit as the daemon does it: on its own thread, appends go on meanwhile.
+    let mut committer = Committer::start();
     let cell = std::cell::RefCell::new(&mut q);
     let (written, secs, wa) = timed_phase(
         &records,
@@ -145,8 +149,9 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
             let (res, _) = cell.borrow_mut().append(NO_META, |_| rec.to_vec());
             res.map(|_| ()).context("queue append failed")
         },
-        || Ok(cell.borrow_mut().sync()?),
+        |last| committer.commit(&mut cell.borrow_mut(), last),
     )?;
+    drop(committer);
     drop(q);
     // Keep the scratch directory's footprint to one phase at a time.
     std::fs::remove_dir_all(&qdir)?;
@@ -367,11 +372,71 @@ fn baseline(
         target,
         opts,
         |rec| Ok(f.borrow_mut().write_all(rec)?),
-        || Ok(f.borrow().sync_data()?),
+        |_| Ok(f.borrow().sync_data()?),
     )?;
     drop(f);
     std::fs::remove_file(&path)?;
     Ok(r)
+}
+
+/// The daemon's group commit for a bench phase: sync jobs run on a thread of their own while
+/// appends go on; the last commit waits.
+struct Committer {
+    jobs: Option<std::sync::mpsc::Sender<SyncJob<DiskStore>>>,
+    done: std::sync::mpsc::Receiver<SyncDone<DiskFile>>,
+    pending: bool,
+}
+
+impl Committer {
+    fn start() -> Committer {
+        let (jobs, job_rx) = std::sync::mpsc::channel::<SyncJob<DiskStore>>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            while let Ok(job) = job_rx.recv() {
+                if done_tx.send(job.run()).is_err() {
+                    break;
+                }
+            }
+        });
+        Committer {
+            jobs: Some(jobs),
+            done,
+            pending: false,
+        }
+    }
+
+    /// Takes a finished commit back and starts the next one; `last` waits for everything.
+    fn commit(&mut self, q: &mut Queue, last: bool) -> Result<()> {
+        if self.pending {
+            let done = if last {
+                self.done.recv()?
+            } else {
+                match self.done.try_recv() {
+                    Ok(d) => d,
+                    Err(_) => return Ok(()),
+                }
+            };
+            self.pending = false;
+            q.finish_sync(done)?;
+        }
+        if let (Some(job), Some(tx)) = (q.begin_sync(), &self.jobs) {
+            tx.send(job)
+                .map_err(|_| anyhow::anyhow!("the group-commit thread is gone"))?;
+            self.pending = true;
+            if last {
+                let done = self.done.recv()?;
+                self.pending = false;
+                q.finish_sync(done)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.jobs = None;
+    }
 }
 
 /// Writes `records` round-robin until `target` bytes or the time limit, calling `sync` once per
@@ -381,7 +446,7 @@ fn timed_phase(
     target: u64,
     opts: &QueueBenchOptions,
     mut write: impl FnMut(&[u8]) -> Result<()>,
-    mut sync: impl FnMut() -> Result<()>,
+    mut sync: impl FnMut(bool) -> Result<()>,
 ) -> Result<(u64, f64, Option<f64>)> {
     let w0 = proc_write_bytes();
     let start = Instant::now();
@@ -394,11 +459,11 @@ fn timed_phase(
         write(rec)?;
         written += rec.len() as u64;
         if last_sync.elapsed() >= opts.flush {
-            sync()?;
+            sync(false)?;
             last_sync = Instant::now();
         }
     }
-    sync()?;
+    sync(true)?;
     let secs = start.elapsed().as_secs_f64();
     // Zero bytes for a non-zero payload means the directory is not on a block device (tmpfs):
     // there is no amplification to report.

@@ -43,7 +43,7 @@ pub fn phase(
             key.set(k + 1);
             Ok(())
         },
-        || {
+        |_| {
             db.flush()?;
             Ok(())
         },

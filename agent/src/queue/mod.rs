@@ -928,8 +928,8 @@ impl<S: Store> Queue<S> {
             return Err(io::Error::other("no active segment"));
         };
         let offset = seg.bytes;
-        let rec = segment::encode_record(id, payload);
-        if let Err(e) = active.file.append(&rec) {
+        let head = segment::record_header(id, payload);
+        if let Err(e) = active.file.append2(&head, payload) {
             // Cut off whatever part of the record made it, so the segment stays well formed.
             let _ = active.file.set_len(offset);
             return Err(e);
@@ -937,7 +937,8 @@ impl<S: Store> Queue<S> {
         if seg.present.is_empty() {
             seg.first_t_us = meta.t_first_us;
         }
-        seg.bytes += rec.len() as u64;
+        let rec_len = (HEADER_LEN + payload.len()) as u64;
+        seg.bytes += rec_len;
         seg.present.insert(id.seq);
         seg.live += 1;
         active.entries.push(segment::Entry {
@@ -947,7 +948,7 @@ impl<S: Store> Queue<S> {
             meta,
             notice,
         });
-        self.stats.unsynced_bytes += rec.len() as u64;
+        self.stats.unsynced_bytes += rec_len;
         Ok(())
     }
 

@@ -66,14 +66,15 @@ fn crc(id: BatchId, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&head), payload)
 }
 
-pub fn encode_record(id: BatchId, payload: &[u8]) -> Vec<u8> {
-    let mut rec = Vec::with_capacity(HEADER_LEN + payload.len());
-    rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&crc(id, payload).to_le_bytes());
-    rec.extend_from_slice(&id.run.to_le_bytes());
-    rec.extend_from_slice(&id.seq.to_le_bytes());
-    rec.extend_from_slice(payload);
-    rec
+/// The header written before `payload` (the payload itself is written from where it is, with no
+/// copy).
+pub fn record_header(id: BatchId, payload: &[u8]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&crc(id, payload).to_le_bytes());
+    h[8..12].copy_from_slice(&id.run.to_le_bytes());
+    h[12..].copy_from_slice(&id.seq.to_le_bytes());
+    h
 }
 
 /// Metadata of a payload for the index, read from its envelope header, and whether it is a gap

@@ -17,6 +17,11 @@ pub trait StoreFile: fmt::Debug + Send {
     fn size(&self) -> io::Result<u64>;
     /// Appends `data` at the end of the file.
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Appends `a` then `b` (one record: header and payload).
+    fn append2(&mut self, a: &[u8], b: &[u8]) -> io::Result<()> {
+        self.append(a)?;
+        self.append(b)
+    }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     fn set_len(&mut self, len: u64) -> io::Result<()>;
     /// fdatasync now.
@@ -74,6 +79,21 @@ impl StoreFile for DiskFile {
 
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         self.file.write_all(data)
+    }
+
+    /// One `writev` for header and payload in the common case.
+    fn append2(&mut self, a: &[u8], b: &[u8]) -> io::Result<()> {
+        let mut bufs = [io::IoSlice::new(a), io::IoSlice::new(b)];
+        let mut bufs = &mut bufs[..];
+        while !bufs.is_empty() {
+            match self.file.write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
