@@ -21,11 +21,30 @@ pub fn pitlink_bin() -> &'static Path {
             return PathBuf::from(p);
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let status = Command::new(env!("CARGO"))
+        let mut build = Command::new(env!("CARGO"));
+        build
             .args(["build", "-q", "-p", "pitlink", "--bin", "pitlink"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo build of pitlink");
+            .current_dir(&root);
+        // Cargo describes the test's own package in these; build scripts watch some of them
+        // (ring's reruns when CARGO_MANIFEST_DIR or CARGO_PKG_NAME change), so passing them on
+        // would rebuild the whole TLS stack here and again at the next plain `cargo build`.
+        for (key, _) in std::env::vars_os() {
+            if let Some(k) = key.to_str()
+                && (k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_MANIFEST_")
+                    || matches!(
+                        k,
+                        "CARGO_CRATE_NAME"
+                            | "CARGO_BIN_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "OUT_DIR"
+                    ))
+            {
+                build.env_remove(k);
+            }
+        }
+        let status = build.status().expect("cargo build of pitlink");
         assert!(status.success(), "building pitlink failed");
         // target/debug/deps/<test binary> → target/debug/pitlink
         let exe = std::env::current_exe().expect("current exe");
