@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use pitlink::demo::broker::{BrokerOptions, BrokerTls, Mosquitto};
+pub use pitlink::diag::Status;
 
 /// Path of the `pitlink` binary, built once per test process (so a test never runs a stale one).
 pub fn pitlink_bin() -> &'static Path {
@@ -65,6 +66,27 @@ pub struct Synth {
     pub waveform: &'static str,
 }
 
+/// Queue settings of a test config; the defaults are what [`write_config`] uses.
+#[derive(Debug, Clone)]
+pub struct QueueKnobs {
+    /// Queue directory; `None`: `queue` inside the test's directory.
+    pub dir: Option<PathBuf>,
+    pub max_mb: u64,
+    pub segment_mb: u64,
+    pub flush_ms: u64,
+}
+
+impl Default for QueueKnobs {
+    fn default() -> Self {
+        QueueKnobs {
+            dir: None,
+            max_mb: 512,
+            segment_mb: 8,
+            flush_ms: 100,
+        }
+    }
+}
+
 /// Writes a config file for a daemon talking to `broker_socket`, with its queue and diagnostics
 /// socket inside `dir`. Returns the file's path.
 pub fn write_config(
@@ -74,9 +96,32 @@ pub fn write_config(
     links: &[&str],
     sources: &[Synth],
 ) -> Result<PathBuf> {
+    write_config_with(
+        dir,
+        vehicle,
+        broker_socket,
+        links,
+        sources,
+        &QueueKnobs::default(),
+    )
+}
+
+/// [`write_config`] with other queue settings.
+pub fn write_config_with(
+    dir: &Path,
+    vehicle: &str,
+    broker_socket: &Path,
+    links: &[&str],
+    sources: &[Synth],
+    queue: &QueueKnobs,
+) -> Result<PathBuf> {
+    let queue_dir = queue.dir.clone().unwrap_or_else(|| dir.join("queue"));
     let mut t = format!(
-        "vehicle = \"{vehicle}\"\n\n[queue]\ndir = \"{}\"\nmax_mb = 512\nsegment_mb = 8\nflush_ms = 100\n\n[batch]\nwindow_ms = 100\n\n[broker]\nsocket = \"{}\"\nkeep_alive_s = 2\n\n[diag]\nsocket = \"{}\"\n",
-        dir.join("queue").display(),
+        "vehicle = \"{vehicle}\"\n\n[queue]\ndir = \"{}\"\nmax_mb = {}\nsegment_mb = {}\nflush_ms = {}\n\n[batch]\nwindow_ms = 100\n\n[broker]\nsocket = \"{}\"\nkeep_alive_s = 2\n\n[diag]\nsocket = \"{}\"\n",
+        queue_dir.display(),
+        queue.max_mb,
+        queue.segment_mb,
+        queue.flush_ms,
         broker_socket.display(),
         dir.join("pitlink.sock").display()
     );
@@ -264,12 +309,67 @@ pub struct FinalCounters {
 
 /// Starts `pitlink run` with `config` and waits until a link is up.
 pub fn start_daemon(dir: &Path, config: &Path) -> Result<Proc> {
-    let mut d = Proc::spawn(
-        &["--config", config.to_str().context("utf-8 path")?, "run"],
-        &dir.join("daemon.log"),
-    )?;
+    let mut d = spawn_daemon(config, &dir.join("daemon.log"))?;
     d.wait_log("link up", Duration::from_secs(10))?;
     Ok(d)
+}
+
+/// Starts `pitlink run` with `config`, logging to `log`, without waiting for anything.
+pub fn spawn_daemon(config: &Path, log: &Path) -> Result<Proc> {
+    Proc::spawn(
+        &["--config", config.to_str().context("utf-8 path")?, "run"],
+        log,
+    )
+}
+
+/// Polls the daemon's diagnostics socket until `pred` holds; returns that status. Fails if the
+/// daemon exits or `limit` passes (naming `what` and the last status seen).
+pub fn wait_status(
+    d: &mut Proc,
+    socket: &Path,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&Status) -> bool,
+) -> Result<Status> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        // Refused or missing socket: the daemon is not serving yet (or a killed one left it).
+        if let Ok(st) = pitlink::diag::fetch(socket) {
+            if pred(&st) {
+                return Ok(st);
+            }
+            last = Some(st);
+        }
+        if let Some(st) = d.child.try_wait()? {
+            bail!(
+                "daemon exited ({st}) while waiting for {what}:\n{}",
+                d.log_text()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: not reached within {limit:?}; last status: {}\n{}",
+                last.map(|s| serde_json::to_string(&s).unwrap_or_default())
+                    .unwrap_or_else(|| "none".into()),
+                d.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The receiver's closing summary: the JSON object `pitlink receive --json` prints as the last
+/// line of its stderr.
+pub fn receiver_summary(rx: &Proc) -> Result<serde_json::Value> {
+    let log = rx.log_text();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .with_context(|| format!("the receiver printed nothing:\n{log}"))?;
+    serde_json::from_str(last)
+        .with_context(|| format!("the receiver's last line is not its JSON summary:\n{log}"))
 }
 
 /// SIGTERM, a clean exit within `limit`, and the closing counters.
