@@ -359,6 +359,34 @@ pub fn wait_status(
     }
 }
 
+/// Stops a receiver (started with an idle exit longer than the test) once its output has not
+/// grown for `quiet`: SIGTERM, on which it exits cleanly and prints its summary. Unlike `--idle-exit`, the quiet period only counts from now: call it once every sender has
+/// stopped, so a pause while the test still waits on the daemon cannot end the receiver early.
+pub fn stop_receiver_when_quiet(rx: &mut Proc, out: &Path, quiet: Duration) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let size = || std::fs::metadata(out).map_or(0, |m| m.len());
+    let (mut last, mut since) = (size(), Instant::now());
+    while since.elapsed() < quiet {
+        if let Some(st) = rx.child.try_wait()? {
+            bail!("receiver exited early ({st}):\n{}", rx.log_text());
+        }
+        if Instant::now() > deadline {
+            bail!("the receiver's output kept growing for 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let now = size();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    rx.signal(Signal::SIGTERM);
+    let st = rx.wait_exit(Duration::from_secs(30))?;
+    if !st.success() {
+        bail!("receiver exit: {st}\n{}", rx.log_text());
+    }
+    Ok(())
+}
+
 /// The receiver's closing summary: the JSON object `pitlink receive --json` prints as the last
 /// line of its stderr.
 pub fn receiver_summary(rx: &Proc) -> Result<serde_json::Value> {
