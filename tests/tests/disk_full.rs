@@ -100,6 +100,20 @@ fn write_filler(path: &Path, bytes: u64) -> Result<()> {
     Ok(())
 }
 
+/// Writes `path` until the filesystem has not a byte left.
+fn fill_up(path: &Path) -> Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    let block = vec![0u8; 64 << 10];
+    loop {
+        match f.write(&block) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => return Ok(()),
+            Err(e) => bail!("filling {}: {e}", path.display()),
+        }
+    }
+}
+
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
@@ -124,52 +138,93 @@ fn u(v: &serde_json::Value, key: &str) -> Result<u64> {
         .with_context(|| format!("no number '{key}' in {v}"))
 }
 
-#[test]
-fn full_queue_filesystem_drops_counts_and_resumes() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
+/// Whether the test can mount a tmpfs; says loudly why not.
+fn can_mount(test: &str) -> bool {
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() {
         // Not through the test harness's capture: this must be seen even when the test "passes".
         let _ = writeln!(
             std::io::stderr(),
-            "\n*** disk_full: SKIPPED: mounting a tmpfs needs root (euid {}); \
-             run the suite as root, as CI does, to cover a full disk ***\n",
-            nix::unistd::geteuid()
+            "\n*** {test}: SKIPPED: mounting a tmpfs needs root (euid {euid}); \
+             run the suite as root, as CI does, to cover a full disk ***\n"
         );
+    }
+    euid.is_root()
+}
+
+/// A tmpfs for the queue, filled up to less than one segment of room, and a config whose broker
+/// socket (`broker_link`) does not exist yet: nothing can be delivered, the queue only grows.
+#[derive(Debug)]
+struct FullDisk {
+    mnt: Tmpfs,
+    filler: PathBuf,
+    broker_link: PathBuf,
+    cfg: PathBuf,
+    diag: PathBuf,
+}
+
+impl FullDisk {
+    fn new(dir: &Path) -> Result<FullDisk> {
+        let mnt = Tmpfs::mount(&dir.join("q"), TMPFS_BYTES)?;
+        let filler = mnt.path.join("filler");
+        write_filler(&filler, mnt.free_bytes()?.saturating_sub(ROOM))?;
+        let broker_link = dir.join("mqtt.sock");
+        let cfg = write_config_with(
+            dir,
+            VEHICLE,
+            &broker_link,
+            &["wwan0"],
+            &SOURCES,
+            &QueueKnobs {
+                dir: Some(mnt.path.join("queue")),
+                max_mb: MAX_MB,
+                segment_mb: SEGMENT_MB,
+                flush_ms: 100,
+            },
+        )?;
+        Ok(FullDisk {
+            mnt,
+            filler,
+            broker_link,
+            cfg,
+            diag: dir.join("pitlink.sock"),
+        })
+    }
+
+    /// Starts a broker and a subscribed receiver, then lets the daemon reach the broker (only
+    /// now: whatever it publishes has a subscriber).
+    fn open_broker(&self, dir: &Path) -> Result<(Mosquitto, Proc, PathBuf)> {
+        let broker = Mosquitto::start(&dir.join("broker"), BrokerOptions::default())?;
+        let out = dir.join("received.jsonl");
+        // Stopped once the daemon has stopped and the output is quiet: before that, pauses are
+        // expected (no new batches while the disk is full).
+        let rx = start_receiver(dir, broker.socket(), &out, "10m")?;
+        std::os::unix::fs::symlink(broker.socket(), &self.broker_link)?;
+        Ok((broker, rx, out))
+    }
+}
+
+#[test]
+fn full_queue_filesystem_drops_counts_and_resumes() -> Result<()> {
+    if !can_mount("disk_full") {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let mnt = Tmpfs::mount(&dir.path().join("q"), TMPFS_BYTES)?;
-    let filler = mnt.path.join("filler");
-    write_filler(&filler, mnt.free_bytes()?.saturating_sub(ROOM))?;
-
-    // The broker's socket does not exist yet: nothing can be delivered, the queue only grows.
-    let broker_link = dir.path().join("mqtt.sock");
-    let cfg = write_config_with(
-        dir.path(),
-        VEHICLE,
-        &broker_link,
-        &["wwan0"],
-        &SOURCES,
-        &QueueKnobs {
-            dir: Some(mnt.path.join("queue")),
-            max_mb: MAX_MB,
-            segment_mb: SEGMENT_MB,
-            flush_ms: 100,
-        },
-    )?;
-    let diag = dir.path().join("pitlink.sock");
-    let mut d = spawn_daemon(&cfg, &dir.path().join("daemon.log"))?;
+    let disk = FullDisk::new(dir.path())?;
+    let (mnt, filler, cfg, diag) = (&disk.mnt, &disk.filler, &disk.cfg, &disk.diag);
+    let mut d = spawn_daemon(cfg, &dir.path().join("daemon.log"))?;
 
     // The episode: the disk fills, then writes keep failing for a while.
     let first = wait_status(
         &mut d,
-        &diag,
+        diag,
         Duration::from_secs(20),
         "the first queue write error",
         |s| s.queue.stats.write_errors > 0,
     )?;
     wait_status(
         &mut d,
-        &diag,
+        diag,
         Duration::from_secs(10),
         "write errors piling up",
         |s| s.queue.stats.write_errors >= first.queue.stats.write_errors + 10,
@@ -179,7 +234,7 @@ fn full_queue_filesystem_drops_counts_and_resumes() -> Result<()> {
         "the daemon died:\n{}",
         d.log_text()
     );
-    let st = status_cli(&diag)?;
+    let st = status_cli(diag)?;
     let q = &st["queue"];
     assert_eq!(u(&st, "pid")?, u64::from(d.child.id()), "{st}");
     let (errors, dropped, dropped_samples) = (
@@ -205,17 +260,12 @@ fn full_queue_filesystem_drops_counts_and_resumes() -> Result<()> {
 
     // A broker and a receiver appear: what was written before the disk filled is delivered,
     // while writes still fail.
-    let broker = Mosquitto::start(&dir.path().join("broker"), BrokerOptions::default())?;
-    let out = dir.path().join("received.jsonl");
-    // Stopped below once the daemon has stopped and the output is quiet: before that, pauses
-    // are expected (no new batches while the disk is full).
-    let mut rx = start_receiver(dir.path(), broker.socket(), &out, "10m")?;
-    // Only now may the daemon connect: the receiver is subscribed, nothing published is lost.
-    std::os::unix::fs::symlink(broker.socket(), &broker_link)?;
+    let (_broker, mut rx, out) = disk.open_broker(dir.path())?;
     let st = wait_status(
         &mut d,
-        &diag,
-        Duration::from_secs(20),
+        diag,
+        // A publish lost at link-up is re-sent after the 10 s ack timeout (see late_broker.rs).
+        Duration::from_secs(30),
         "the backlog delivered while the disk is full",
         |s| s.queue.stats.delivered_batches > 0 && s.queue.stats.undelivered == 0,
     )?;
@@ -227,11 +277,11 @@ fn full_queue_filesystem_drops_counts_and_resumes() -> Result<()> {
 
     // Space comes back: writes resume without any help.
     let before = st.queue.stats.appended_batches;
-    std::fs::remove_file(&filler)?;
+    std::fs::remove_file(filler)?;
     d.wait_log(RESUMED, Duration::from_secs(10))?;
     let resumed = wait_status(
         &mut d,
-        &diag,
+        diag,
         Duration::from_secs(10),
         "appends after the disk has room again",
         |s| s.queue.stats.appended_batches >= before + 20 && s.queue.stats.delivered_batches > 20,
@@ -259,10 +309,10 @@ fn full_queue_filesystem_drops_counts_and_resumes() -> Result<()> {
 
     // The next start recovers the queue that went through ENOSPC cleanly (a failed write is cut
     // off, never left torn) and delivers whatever the first run still had.
-    let mut d2 = spawn_daemon(&cfg, &dir.path().join("daemon-2.log"))?;
+    let mut d2 = spawn_daemon(cfg, &dir.path().join("daemon-2.log"))?;
     let st2 = wait_status(
         &mut d2,
-        &diag,
+        diag,
         Duration::from_secs(30),
         "run 1 fully delivered by run 2",
         |s| {
@@ -336,6 +386,53 @@ fn full_queue_filesystem_drops_counts_and_resumes() -> Result<()> {
     println!(
         "disk full: {} write errors, {dropped} batches / {dropped_samples} samples dropped in one episode; run 1 generated {} samples, {run1_samples} received; {} batches left for run 2 by the graceful stop",
         qs.write_errors, end.generated, end.undelivered
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "agent bug: with not a byte free, the core logs 'queue fsync failed' at every flush \
+            (10 a second) while the ack file cannot be rewritten; docs/queue.md: a write error \
+            is logged once per episode"]
+fn ack_file_failure_on_a_full_disk_is_logged_once() -> Result<()> {
+    if !can_mount("disk_full (ack file)") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let disk = FullDisk::new(dir.path())?;
+    let mut d = spawn_daemon(&disk.cfg, &dir.path().join("daemon.log"))?;
+    wait_status(
+        &mut d,
+        &disk.diag,
+        Duration::from_secs(20),
+        "the first queue write error",
+        |s| s.queue.stats.write_errors > 0,
+    )?;
+    // Not a byte left: acknowledgements from now on cannot be written to the ack file either.
+    let filler2 = disk.mnt.path.join("filler-2");
+    fill_up(&filler2)?;
+    let (_broker, mut rx, out) = disk.open_broker(dir.path())?;
+    wait_status(
+        &mut d,
+        &disk.diag,
+        Duration::from_secs(30),
+        "the backlog delivered",
+        |s| s.queue.stats.delivered_batches > 0 && s.queue.stats.undelivered == 0,
+    )?;
+    // Twenty flush intervals with acknowledgements that cannot be persisted.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = d.log_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+
+    std::fs::remove_file(&filler2)?;
+    std::fs::remove_file(&disk.filler)?;
+    stop_daemon(&mut d, Duration::from_secs(15))?;
+    stop_receiver_when_quiet(&mut rx, &out, Duration::from_millis(1500))?;
+    assert!(
+        errors.len() <= 2,
+        "a full disk is reported once per episode, not at every flush ({} error lines):\n{}",
+        errors.len(),
+        errors.join("\n")
     );
     Ok(())
 }
