@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use pitlink::demo::broker::{BrokerOptions, BrokerTls, Mosquitto};
+pub use pitlink::diag::Status;
 
 /// Path of the `pitlink` binary, built once per test process (so a test never runs a stale one).
 pub fn pitlink_bin() -> &'static Path {
@@ -21,11 +22,30 @@ pub fn pitlink_bin() -> &'static Path {
             return PathBuf::from(p);
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let status = Command::new(env!("CARGO"))
+        let mut build = Command::new(env!("CARGO"));
+        build
             .args(["build", "-q", "-p", "pitlink", "--bin", "pitlink"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo build of pitlink");
+            .current_dir(&root);
+        // Cargo describes the test's own package in these; build scripts watch some of them
+        // (ring's reruns when CARGO_MANIFEST_DIR or CARGO_PKG_NAME change), so passing them on
+        // would rebuild the whole TLS stack here and again at the next plain `cargo build`.
+        for (key, _) in std::env::vars_os() {
+            if let Some(k) = key.to_str()
+                && (k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_MANIFEST_")
+                    || matches!(
+                        k,
+                        "CARGO_CRATE_NAME"
+                            | "CARGO_BIN_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "OUT_DIR"
+                    ))
+            {
+                build.env_remove(k);
+            }
+        }
+        let status = build.status().expect("cargo build of pitlink");
         assert!(status.success(), "building pitlink failed");
         // target/debug/deps/<test binary> → target/debug/pitlink
         let exe = std::env::current_exe().expect("current exe");
@@ -46,6 +66,27 @@ pub struct Synth {
     pub waveform: &'static str,
 }
 
+/// Queue settings of a test config; the defaults are what [`write_config`] uses.
+#[derive(Debug, Clone)]
+pub struct QueueKnobs {
+    /// Queue directory; `None`: `queue` inside the test's directory.
+    pub dir: Option<PathBuf>,
+    pub max_mb: u64,
+    pub segment_mb: u64,
+    pub flush_ms: u64,
+}
+
+impl Default for QueueKnobs {
+    fn default() -> Self {
+        QueueKnobs {
+            dir: None,
+            max_mb: 512,
+            segment_mb: 8,
+            flush_ms: 100,
+        }
+    }
+}
+
 /// Writes a config file for a daemon talking to `broker_socket`, with its queue and diagnostics
 /// socket inside `dir`. Returns the file's path.
 pub fn write_config(
@@ -55,9 +96,32 @@ pub fn write_config(
     links: &[&str],
     sources: &[Synth],
 ) -> Result<PathBuf> {
+    write_config_with(
+        dir,
+        vehicle,
+        broker_socket,
+        links,
+        sources,
+        &QueueKnobs::default(),
+    )
+}
+
+/// [`write_config`] with other queue settings.
+pub fn write_config_with(
+    dir: &Path,
+    vehicle: &str,
+    broker_socket: &Path,
+    links: &[&str],
+    sources: &[Synth],
+    queue: &QueueKnobs,
+) -> Result<PathBuf> {
+    let queue_dir = queue.dir.clone().unwrap_or_else(|| dir.join("queue"));
     let mut t = format!(
-        "vehicle = \"{vehicle}\"\n\n[queue]\ndir = \"{}\"\nmax_mb = 512\nsegment_mb = 8\nflush_ms = 100\n\n[batch]\nwindow_ms = 100\n\n[broker]\nsocket = \"{}\"\nkeep_alive_s = 2\n\n[diag]\nsocket = \"{}\"\n",
-        dir.join("queue").display(),
+        "vehicle = \"{vehicle}\"\n\n[queue]\ndir = \"{}\"\nmax_mb = {}\nsegment_mb = {}\nflush_ms = {}\n\n[batch]\nwindow_ms = 100\n\n[broker]\nsocket = \"{}\"\nkeep_alive_s = 2\n\n[diag]\nsocket = \"{}\"\n",
+        queue_dir.display(),
+        queue.max_mb,
+        queue.segment_mb,
+        queue.flush_ms,
         broker_socket.display(),
         dir.join("pitlink.sock").display()
     );
@@ -245,12 +309,95 @@ pub struct FinalCounters {
 
 /// Starts `pitlink run` with `config` and waits until a link is up.
 pub fn start_daemon(dir: &Path, config: &Path) -> Result<Proc> {
-    let mut d = Proc::spawn(
-        &["--config", config.to_str().context("utf-8 path")?, "run"],
-        &dir.join("daemon.log"),
-    )?;
+    let mut d = spawn_daemon(config, &dir.join("daemon.log"))?;
     d.wait_log("link up", Duration::from_secs(10))?;
     Ok(d)
+}
+
+/// Starts `pitlink run` with `config`, logging to `log`, without waiting for anything.
+pub fn spawn_daemon(config: &Path, log: &Path) -> Result<Proc> {
+    Proc::spawn(
+        &["--config", config.to_str().context("utf-8 path")?, "run"],
+        log,
+    )
+}
+
+/// Polls the daemon's diagnostics socket until `pred` holds; returns that status. Fails if the
+/// daemon exits or `limit` passes (naming `what` and the last status seen).
+pub fn wait_status(
+    d: &mut Proc,
+    socket: &Path,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&Status) -> bool,
+) -> Result<Status> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        // Refused or missing socket: the daemon is not serving yet (or a killed one left it).
+        if let Ok(st) = pitlink::diag::fetch(socket) {
+            if pred(&st) {
+                return Ok(st);
+            }
+            last = Some(st);
+        }
+        if let Some(st) = d.child.try_wait()? {
+            bail!(
+                "daemon exited ({st}) while waiting for {what}:\n{}",
+                d.log_text()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: not reached within {limit:?}; last status: {}\n{}",
+                last.map(|s| serde_json::to_string(&s).unwrap_or_default())
+                    .unwrap_or_else(|| "none".into()),
+                d.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Stops a receiver (started with an idle exit longer than the test) once its output has not
+/// grown for `quiet`: SIGTERM, on which it exits cleanly and prints its summary. Unlike `--idle-exit`, the quiet period only counts from now: call it once every sender has
+/// stopped, so a pause while the test still waits on the daemon cannot end the receiver early.
+pub fn stop_receiver_when_quiet(rx: &mut Proc, out: &Path, quiet: Duration) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let size = || std::fs::metadata(out).map_or(0, |m| m.len());
+    let (mut last, mut since) = (size(), Instant::now());
+    while since.elapsed() < quiet {
+        if let Some(st) = rx.child.try_wait()? {
+            bail!("receiver exited early ({st}):\n{}", rx.log_text());
+        }
+        if Instant::now() > deadline {
+            bail!("the receiver's output kept growing for 2 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let now = size();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    rx.signal(Signal::SIGTERM);
+    let st = rx.wait_exit(Duration::from_secs(30))?;
+    if !st.success() {
+        bail!("receiver exit: {st}\n{}", rx.log_text());
+    }
+    Ok(())
+}
+
+/// The receiver's closing summary: the JSON object `pitlink receive --json` prints as the last
+/// line of its stderr.
+pub fn receiver_summary(rx: &Proc) -> Result<serde_json::Value> {
+    let log = rx.log_text();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .with_context(|| format!("the receiver printed nothing:\n{log}"))?;
+    serde_json::from_str(last)
+        .with_context(|| format!("the receiver's last line is not its JSON summary:\n{log}"))
 }
 
 /// SIGTERM, a clean exit within `limit`, and the closing counters.
