@@ -5,15 +5,11 @@ use anyhow::Result;
 use std::time::{Duration, Instant};
 use system_tests::*;
 
-/// The scheduler re-sends a batch whose ack is overdue after 10 s; a healthy burst of a few
-/// MB over a local socket is acknowledged far sooner.
-const PROMPT: Duration = Duration::from_secs(3);
-
+/// A backlog burst at link-up: every publish must reach the broker on its first send. A publish
+/// lost inside the MQTT client (its event loop cancelled mid-write) shows as a batch taken back
+/// after the 10 s ack timeout (`moved`) and, later, a packet id collision.
 #[test]
-#[ignore = "agent bug: bond/link.rs cancels rumqttc's EventLoop::poll in a select!, so a publish \
-            being written when a command arrives is dropped; its batch waits for the 10 s ack \
-            timeout and the unacked packet id later stalls the link (collision)"]
-fn backlog_burst_at_link_up_is_acknowledged_before_the_ack_timeout() -> Result<()> {
+fn backlog_burst_at_link_up_is_delivered_without_a_resend() -> Result<()> {
     let dir = tempfile::tempdir()?;
     // The daemon's broker socket: a link to the real one, created once the receiver listens.
     let broker_link = dir.path().join("mqtt.sock");
@@ -57,9 +53,10 @@ fn backlog_burst_at_link_up_is_acknowledged_before_the_ack_timeout() -> Result<(
         "late broker: {backlog} batches acknowledged {took:?} after link up; {} moved for a re-send",
         done.links.iter().map(|l| l.counters.moved).sum::<u64>()
     );
-    assert!(
-        took < PROMPT,
-        "the backlog of {backlog} batches took {took:?} to be acknowledged:\n{log}"
+    let moved: u64 = done.links.iter().map(|l| l.counters.moved).sum();
+    assert_eq!(
+        moved, 0,
+        "a publish was lost and re-sent after the ack timeout:\n{log}"
     );
     assert!(!log.contains("Collision on packet id"), "{log}");
     stop_daemon(&mut d, Duration::from_secs(15))?;

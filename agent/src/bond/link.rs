@@ -5,6 +5,10 @@
 //! link reports "down" (the scheduler re-sends its batches, from the queue, on any link) and a
 //! fresh session is built after a backoff. `publish()` returns no packet id, so batch ids are
 //! matched to packet ids in the order rumqttc reports `Outgoing::Publish(pkid)`.
+//!
+//! `EventLoop::poll` is not cancel-safe: dropping it while it writes a publish loses the packet
+//! after rumqttc counted it as sent (its packet id then collides later). So the event loop runs
+//! in a task of its own that is never cancelled mid-poll, and hands its events over a channel.
 
 use crate::codec::BatchId;
 use crate::mqtt::Session;
@@ -14,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// From the core to a link.
 #[derive(Debug)]
@@ -56,6 +61,19 @@ impl LinkTask {
             let (opts, net) = self.session.options();
             let (client, mut el) = AsyncClient::new(opts, usize::from(self.session.inflight) + 64);
             el.set_network_options(net);
+            let (ev_tx, mut ev_rx) = mpsc::channel::<Result<Event, String>>(256);
+            let poller = tokio::spawn(
+                async move {
+                    loop {
+                        let r = el.poll().await.map_err(|e| e.to_string());
+                        let end = r.is_err();
+                        if ev_tx.send(r).await.is_err() || end {
+                            break;
+                        }
+                    }
+                }
+                .in_current_span(),
+            );
             let mut fifo: VecDeque<BatchId> = VecDeque::new();
             let mut pkids: HashMap<u16, BatchId> = HashMap::new();
             let mut connected = false;
@@ -65,7 +83,7 @@ impl LinkTask {
                         if connected {
                             let _ = client.try_disconnect();
                             let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                                while let Ok(ev) = el.poll().await {
+                                while let Some(Ok(ev)) = ev_rx.recv().await {
                                     if let Event::Incoming(Packet::PubAck(a)) = &ev
                                         && let Some(id) = pkids.remove(&a.pkid)
                                     {
@@ -78,9 +96,10 @@ impl LinkTask {
                             })
                             .await;
                         }
+                        poller.abort();
                         return;
                     }
-                    ev = el.poll() => match ev {
+                    ev = ev_rx.recv() => match ev.unwrap_or_else(|| Err("event loop ended".into())) {
                         Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                             if ack.code != ConnectReturnCode::Success {
                                 break format!("broker refused the connection: {:?}", ack.code);
@@ -106,7 +125,7 @@ impl LinkTask {
                             }
                         }
                         Ok(_) => {}
-                        Err(e) => break e.to_string(),
+                        Err(e) => break e,
                     },
                     cmd = cmds.recv(), if connected => match cmd {
                         Some(LinkCmd::Publish { id, payload }) => {
@@ -125,6 +144,8 @@ impl LinkTask {
                     },
                 }
             };
+            // This session is over: its event loop goes with it.
+            poller.abort();
             // Commands still queued were never published; the scheduler takes them all back.
             while cmds.try_recv().is_ok() {}
             if connected || reason != last_reason {

@@ -224,6 +224,8 @@ impl Core {
             generated,
             dropped,
             appended = st.appended_batches,
+            notices = st.notices_written,
+            seqs = st.next_seq,
             delivered = st.delivered_batches,
             undelivered = st.undelivered,
             evicted = st.evicted_batches,

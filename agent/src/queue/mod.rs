@@ -127,6 +127,8 @@ pub struct QueueStats {
     pub syncs: u64,
     /// Gap notices waiting to be written (while the disk refuses writes).
     pub pending_notices: u64,
+    /// Gap notices written (each a batch of its own, with a sequence number).
+    pub notices_written: u64,
     /// Time of the first batch of the oldest segment that still holds an undelivered batch
     /// (segment granularity: the backlog is at least this old, at most one segment younger).
     pub oldest_undelivered_us: Option<u64>,
@@ -850,6 +852,7 @@ impl<S: Store> Queue<S> {
             match self.write_record(id, meta, &payload, true) {
                 Ok(()) => {
                     self.next_seq += 1;
+                    self.stats.notices_written += 1;
                     self.written_notices.push((id, payload));
                     wrote = true;
                     // The ack file's list of pending notices is stale now.
