@@ -197,6 +197,15 @@ impl Model {
         Ok(())
     }
 
+    fn appended(&mut self, id: BatchId, payload: Vec<u8>) {
+        let b = B {
+            payload,
+            durable: false,
+            st: St::Queued,
+        };
+        self.batches.insert(id, b);
+    }
+
     fn before_restart(&mut self, q: &Queue<SimStore>) {
         if q.stats().pending_notices > 0 {
             self.lossy_restarts += 1;
@@ -296,14 +305,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             "{} not above every earlier id of its run",
                             id
                         );
-                        m.batches.insert(
-                            id,
-                            B {
-                                payload,
-                                durable: false,
-                                st: St::Queued,
-                            },
-                        );
+                        m.appended(id, payload);
                     }
                     None => {
                         prop_assert!(full, "an append failed with room on the disk");
@@ -423,14 +425,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let Some((id, payload)) = res else {
         return Err(TestCaseError::fail("append with room failed"));
     };
-    m.batches.insert(
-        id,
-        B {
-            payload,
-            durable: false,
-            st: St::Queued,
-        },
-    );
+    m.appended(id, payload);
     m.take_notices(&mut q)?;
     m.evicted(gone)?;
     for (id, _) in q.undelivered() {
