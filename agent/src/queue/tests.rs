@@ -451,3 +451,40 @@ mod garbage {
         }
     }
 }
+
+#[test]
+fn memory_holds_segment_summaries_not_batch_entries() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (mut q, _) = Queue::open(opts(d.path(), 1 << 30, 2048)).expect("open");
+    for _ in 0..2000 {
+        put(&mut q, 10);
+    }
+    q.sync().expect("sync");
+    let segments = q.segments.len();
+    assert!(segments > 100, "{segments} segments");
+    // Backfill the whole backlog oldest first, acking as it goes.
+    let mut sent = 0;
+    while let Some(id) = q.oldest_undelivered(|_| false) {
+        assert!(q.read(id).expect("read").is_some());
+        assert!(q.ack(id));
+        sent += 1;
+        assert!(
+            q.loaded.len() <= LOADED,
+            "offsets of at most {LOADED} sealed segments"
+        );
+    }
+    assert_eq!(sent, 2000);
+    // Per segment: one range of sequence numbers, whatever the number of batches in it.
+    assert!(q.segments.iter().all(|s| s.present.range_count() <= 1));
+    // Delivered sequence numbers: one range for the whole run.
+    assert_eq!(
+        q.delivered.get(&q.run()).map(RangeSet::range_count),
+        Some(1)
+    );
+    q.sync().expect("sync");
+    assert_eq!(
+        q.segments.len(),
+        1,
+        "delivered segments deleted, the active one stays"
+    );
+}
