@@ -7,6 +7,7 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use nix::sys::signal::Signal;
+use pitlink::bench::crash::{XorShift, clock_seed};
 use pitlink::config::Config;
 use sensor_drivers::synthetic::Waveform;
 use serde::Deserialize;
@@ -50,34 +51,13 @@ fn waveform_of(source: &str) -> Option<(u8, Waveform)> {
     }
 }
 
-/// xorshift64: enough to spread the kills, and replayable from its seed.
-#[derive(Debug)]
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        XorShift(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
 fn seed() -> Result<u64> {
     match std::env::var("PITLINK_CRASH_SEED") {
         Ok(s) => s
             .trim()
             .parse()
             .with_context(|| format!("PITLINK_CRASH_SEED={s}: not an unsigned integer")),
-        Err(_) => Ok(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos() as u64),
+        Err(_) => Ok(clock_seed()),
     }
 }
 
@@ -220,7 +200,7 @@ fn sigkill_loop_at_1khz_100_channels_delivers_every_durable_batch_once() -> Resu
     for run in 1..=KILLS {
         let mut d = spawn_daemon(&cfg_path, &log_of(run))?;
         wait_delivering(&mut d, &diag, run)?;
-        let life = MIN_LIFE_MS + rng.next() % (MAX_LIFE_MS - MIN_LIFE_MS + 1);
+        let life = rng.range(MIN_LIFE_MS, MAX_LIFE_MS);
         lives.push(life);
         std::thread::sleep(Duration::from_millis(life));
         d.signal(Signal::SIGKILL);

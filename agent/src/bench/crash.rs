@@ -48,16 +48,7 @@ pub const PAYLOAD_OVERHEAD: usize = PAYLOAD_HEAD + 4;
 /// Filler bytes derived from the counter: a payload whose body does not match its counter was
 /// mixed up, not only damaged.
 fn filler(counter: u64) -> impl Iterator<Item = u8> {
-    let mut x = counter.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    if x == 0 {
-        x = 1;
-    }
-    std::iter::repeat_with(move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x as u8
-    })
+    XorShift::new(counter.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03).bytes()
 }
 
 /// The payload of the batch `id` carrying content `counter`, `len` bytes long (at least
@@ -383,7 +374,8 @@ impl Ledger {
 // ---------------------------------------------------------------------------------------------
 // Randomness for the kill moments.
 
-/// xorshift64*: enough to spread kill moments; reproducible from the reported seed.
+/// xorshift64*: enough to spread kill moments and fill payloads; reproducible from its seed.
+/// The one small generator of the benchmarks and system tests.
 #[derive(Debug, Clone)]
 pub struct XorShift(u64);
 
@@ -403,6 +395,11 @@ impl XorShift {
         x ^= x >> 27;
         self.0 = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// An endless stream of its bytes (payload filler).
+    pub fn bytes(mut self) -> impl Iterator<Item = u8> {
+        std::iter::repeat_with(move || self.next_u64() as u8)
     }
 
     /// Uniform in `lo..=hi` (modulo bias is irrelevant at these ranges).

@@ -88,14 +88,9 @@ fn proc_write_bytes() -> Option<u64> {
 
 fn payload(len: usize, i: u64) -> Vec<u8> {
     // Incompressible-looking bytes, different per record.
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
+    crash::XorShift::new(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        .bytes()
+        .take(len)
         .collect()
 }
 
