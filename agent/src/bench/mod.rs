@@ -134,7 +134,7 @@ pub fn queue(opts: &QueueBenchOptions) -> Result<QueueBench> {
     };
     let (mut q, _) = Queue::open(qopts)?;
     // Group commit as the daemon does it: on its own thread, appends go on meanwhile.
-    let mut committer = Committer::start();
+    let mut committer = Committer::start()?;
     let cell = std::cell::RefCell::new(&mut q);
     let (written, secs, wa) = timed_phase(
         &records,
@@ -383,21 +383,14 @@ struct Committer {
 }
 
 impl Committer {
-    fn start() -> Committer {
-        let (jobs, job_rx) = std::sync::mpsc::channel::<SyncJob<DiskStore>>();
+    fn start() -> Result<Committer> {
         let (done_tx, done) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            while let Ok(job) = job_rx.recv() {
-                if done_tx.send(job.run()).is_err() {
-                    break;
-                }
-            }
-        });
-        Committer {
+        let jobs = crate::queue::spawn_committer::<DiskStore>(move |d| done_tx.send(d).is_ok())?;
+        Ok(Committer {
             jobs: Some(jobs),
             done,
             pending: false,
-        }
+        })
     }
 
     /// Takes a finished commit back and starts the next one; `last` waits for everything.

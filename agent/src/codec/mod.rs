@@ -65,7 +65,7 @@ pub struct DataBody {
 }
 
 /// Why batches are missing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum GapCause {
     /// Dropped by the queue's disk cap before they could be delivered.
     Evicted,

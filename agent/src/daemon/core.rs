@@ -104,19 +104,9 @@ impl Core {
 
     /// Starts the group-commit thread; its results come back on the returned channel.
     fn start_syncer(&mut self) -> mpsc::UnboundedReceiver<SyncDone<DiskFile>> {
-        let (job_tx, job_rx) = std::sync::mpsc::channel::<SyncJob<DiskStore>>();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let spawned = std::thread::Builder::new()
-            .name("pitlink-sync".into())
-            .spawn(move || {
-                while let Ok(job) = job_rx.recv() {
-                    if done_tx.send(job.run()).is_err() {
-                        break;
-                    }
-                }
-            });
-        match spawned {
-            Ok(_) => self.sync_jobs = Some(job_tx),
+        match crate::queue::spawn_committer::<DiskStore>(move |d| done_tx.send(d).is_ok()) {
+            Ok(jobs) => self.sync_jobs = Some(jobs),
             // Without the thread, group commits run inline (see `sync`).
             Err(e) => {
                 tracing::warn!("cannot start the group-commit thread ({e}); committing inline")

@@ -108,7 +108,7 @@ pub struct QueueStats {
     pub segments: usize,
     pub bytes_on_disk: u64,
     pub cap_bytes: u64,
-    /// Bytes appended and not yet covered by a finished group commit.
+    /// Bytes appended that no group commit covers yet (none has started since).
     pub unsynced_bytes: u64,
     pub undelivered: u64,
     pub appended_batches: u64,
@@ -243,6 +243,8 @@ pub struct Queue<S: Store = DiskStore> {
     failing: bool,
     /// The same for group commits.
     sync_failing: bool,
+    /// Bytes appended and not covered by a group commit yet (started or finished).
+    unsynced_bytes: u64,
 }
 
 /// One group commit's work, detached from the queue so it can run on another thread.
@@ -253,6 +255,8 @@ pub struct SyncJob<S: Store> {
     acks: Option<Vec<u8>>,
     upto: Option<u64>,
     delete: Vec<(u32, u64)>,
+    /// Appended bytes this commit covers (unsynced again if it fails).
+    bytes: u64,
 }
 
 impl<S: Store> std::fmt::Debug for SyncJob<S> {
@@ -274,6 +278,7 @@ pub struct SyncDone<F> {
     sealed: Vec<Sealed<F>>,
     upto: Option<u64>,
     delete: Vec<(u32, u64)>,
+    bytes: u64,
 }
 
 impl<S: Store> SyncJob<S> {
@@ -287,6 +292,7 @@ impl<S: Store> SyncJob<S> {
             acks,
             upto,
             delete,
+            bytes,
         } = self;
         let mut done = SyncDone {
             result: Ok(()),
@@ -294,6 +300,7 @@ impl<S: Store> SyncJob<S> {
             sealed: Vec::new(),
             upto,
             delete,
+            bytes,
         };
         for s in syncs {
             if let Err(e) = s() {
@@ -318,6 +325,25 @@ impl<S: Store> SyncJob<S> {
         }
         done
     }
+}
+
+/// Runs group commits on a thread of their own (named `pitlink-sync`): jobs sent to the returned
+/// sender run in order, and each outcome goes to `done`, which returns false to stop. The thread
+/// ends when the sender is dropped.
+pub fn spawn_committer<S: Store>(
+    mut done: impl FnMut(SyncDone<S::File>) -> bool + Send + 'static,
+) -> io::Result<std::sync::mpsc::Sender<SyncJob<S>>> {
+    let (tx, rx) = std::sync::mpsc::channel::<SyncJob<S>>();
+    std::thread::Builder::new()
+        .name("pitlink-sync".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                if !done(job.run()) {
+                    break;
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 fn io_err(path: PathBuf) -> impl FnOnce(io::Error) -> QueueError {
@@ -597,6 +623,7 @@ impl<S: Store> Queue<S> {
             doomed: Vec::new(),
             failing: false,
             sync_failing: false,
+            unsynced_bytes: 0,
         };
         q.notices.extend(pending);
         rec.damaged_batches = q.find_holes();
@@ -677,6 +704,7 @@ impl<S: Store> Queue<S> {
         s.bytes_on_disk = self.bytes_on_disk();
         s.undelivered = self.undelivered_count();
         s.pending_notices = self.notices.len() as u64;
+        s.unsynced_bytes = self.unsynced_bytes;
         s.oldest_undelivered_us = self
             .segments
             .iter()
@@ -951,7 +979,7 @@ impl<S: Store> Queue<S> {
             meta,
             notice,
         });
-        self.stats.unsynced_bytes += rec_len;
+        self.unsynced_bytes += rec_len;
         Ok(())
     }
 
@@ -986,14 +1014,13 @@ impl<S: Store> Queue<S> {
 
     /// Whether a group commit is due before the next flush tick (past the byte threshold).
     pub fn wants_sync(&self) -> bool {
-        !self.syncing && self.stats.unsynced_bytes >= self.opts.sync_bytes
+        !self.syncing && self.unsynced_bytes >= self.opts.sync_bytes
     }
 
     /// Starts a group commit: returns the work to do (on any thread), or `None` if one is
     /// already running or there is nothing to make durable.
     pub fn begin_sync(&mut self) -> Option<SyncJob<S>> {
-        if self.syncing
-            || (self.stats.unsynced_bytes == 0 && self.sealed.is_empty() && !self.acks_dirty)
+        if self.syncing || (self.unsynced_bytes == 0 && self.sealed.is_empty() && !self.acks_dirty)
         {
             return None;
         }
@@ -1005,7 +1032,7 @@ impl<S: Store> Queue<S> {
                 Err(e) => syncs.push(Box::new(move || Err(e))),
             }
         }
-        if self.stats.unsynced_bytes > 0
+        if self.unsynced_bytes > 0
             && let Some(a) = &self.active
         {
             match a.file.syncer() {
@@ -1036,7 +1063,7 @@ impl<S: Store> Queue<S> {
             .map(Segment::key)
             .collect();
         self.syncing = true;
-        self.stats.unsynced_bytes = 0;
+        let bytes = std::mem::take(&mut self.unsynced_bytes);
         Some(SyncJob {
             store: self.store.clone(),
             syncs,
@@ -1044,6 +1071,7 @@ impl<S: Store> Queue<S> {
             acks,
             upto: self.next_seq.checked_sub(1),
             delete,
+            bytes,
         })
     }
 
@@ -1064,7 +1092,7 @@ impl<S: Store> Queue<S> {
             }
             self.stats.sync_errors += 1;
             self.sealed.extend(done.sealed);
-            self.stats.unsynced_bytes = self.stats.unsynced_bytes.max(1);
+            self.unsynced_bytes += done.bytes;
             return Err(e);
         }
         self.stats.syncs += 1;

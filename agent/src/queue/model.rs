@@ -86,14 +86,6 @@ struct Model {
     samples_t: u64,
 }
 
-fn cause_code(c: GapCause) -> u8 {
-    match c {
-        GapCause::Evicted => 0,
-        GapCause::Dropped => 1,
-        GapCause::Damaged => 2,
-    }
-}
-
 fn opts() -> QueueOptions {
     QueueOptions {
         cap_bytes: CAP,
@@ -445,7 +437,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
     // Every identity accounted for, from what a receiver learnt: the notices delivered (a
     // notice evicted before delivery was written again word for word: count each body once).
-    let mut announced_sets: BTreeMap<(u8, u32), RangeSet> = BTreeMap::new();
+    let mut announced_sets: BTreeMap<(GapCause, u32), RangeSet> = BTreeMap::new();
     let mut bodies = std::collections::BTreeSet::new();
     let mut dropped_announced = 0;
     for (id, g) in &m.notices {
@@ -458,16 +450,14 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
         if g.cause == GapCause::Dropped {
             dropped_announced += g.batches;
         }
-        let set = announced_sets
-            .entry((cause_code(g.cause), g.run))
-            .or_default();
+        let set = announced_sets.entry((g.cause, g.run)).or_default();
         for &(a, b) in &g.seqs {
             set.insert_range(a, b);
         }
     }
     let announced = |cause: GapCause, id: BatchId| {
         announced_sets
-            .get(&(cause_code(cause), id.run))
+            .get(&(cause, id.run))
             .is_some_and(|s| s.contains(id.seq))
     };
     for (id, b) in &m.batches {
