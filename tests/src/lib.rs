@@ -167,27 +167,44 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the log contains `needle` (or the process exits, or `limit` passes).
-    pub fn wait_log(&mut self, needle: &str, limit: Duration) -> Result<()> {
+    /// Polls `probe` every 20 ms until it gives a value. Fails, with the log, if the process
+    /// exits or `limit` passes; `probe`'s last `Err` note is added to that message.
+    pub fn poll_until<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut probe: impl FnMut(&Proc) -> std::result::Result<T, String>,
+    ) -> Result<T> {
         let deadline = Instant::now() + limit;
         loop {
-            if self.log_text().contains(needle) {
-                return Ok(());
-            }
+            let note = match probe(self) {
+                Ok(v) => return Ok(v),
+                Err(note) => note,
+            };
             if let Some(st) = self.child.try_wait()? {
                 bail!(
-                    "process exited ({st}) before logging '{needle}':\n{}",
+                    "process exited ({st}) while waiting for {what}:\n{}",
                     self.log_text()
                 );
             }
             if Instant::now() > deadline {
                 bail!(
-                    "'{needle}' not logged within {limit:?}:\n{}",
+                    "{what}: not reached within {limit:?}{note}\n{}",
                     self.log_text()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits until the log contains `needle` (or the process exits, or `limit` passes).
+    pub fn wait_log(&mut self, needle: &str, limit: Duration) -> Result<()> {
+        self.poll_until(&format!("'{needle}' in the log"), limit, |p| {
+            match p.log_text().contains(needle) {
+                true => Ok(()),
+                false => Err(String::new()),
+            }
+        })
     }
 
     pub fn signal(&self, sig: Signal) {
@@ -331,32 +348,17 @@ pub fn wait_status(
     what: &str,
     pred: impl Fn(&Status) -> bool,
 ) -> Result<Status> {
-    let deadline = Instant::now() + limit;
-    let mut last = None;
-    loop {
+    d.poll_until(what, limit, |_| {
         // Refused or missing socket: the daemon is not serving yet (or a killed one left it).
-        if let Ok(st) = pitlink::diag::fetch(socket) {
-            if pred(&st) {
-                return Ok(st);
-            }
-            last = Some(st);
+        match pitlink::diag::fetch(socket) {
+            Ok(st) if pred(&st) => Ok(st),
+            Ok(st) => Err(format!(
+                "; last status: {}",
+                serde_json::to_string(&st).unwrap_or_default()
+            )),
+            Err(_) => Err("; no status yet".into()),
         }
-        if let Some(st) = d.child.try_wait()? {
-            bail!(
-                "daemon exited ({st}) while waiting for {what}:\n{}",
-                d.log_text()
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{what}: not reached within {limit:?}; last status: {}\n{}",
-                last.map(|s| serde_json::to_string(&s).unwrap_or_default())
-                    .unwrap_or_else(|| "none".into()),
-                d.log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    })
 }
 
 /// Stops a receiver (started with an idle exit longer than the test) once its output has not
