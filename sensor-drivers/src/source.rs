@@ -229,7 +229,10 @@ mod tests {
         let ms = Duration::from_millis;
         let mut b = Backoff::new(ms(100), ms(1000), Duration::from_secs(10));
         let got: Vec<_> = (0..6).map(|i| b.failed(i)).collect();
-        assert_eq!(got, vec![ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+        assert_eq!(
+            got,
+            vec![ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
         b.connected(0);
         assert_eq!(b.failed(1_000_000), ms(1000), "short connection: no reset");
         b.connected(0);
