@@ -26,4 +26,10 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { echo "setup: 
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+# Fuzzing (scripts/fuzz.sh): libFuzzer through cargo-fuzz needs a nightly compiler.
+if [ "${PITLINK_SKIP_FUZZ:-0}" != 1 ]; then
+  rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal >/dev/null
+  cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
+fi
 echo "setup: ok" >&2

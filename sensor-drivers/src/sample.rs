@@ -29,6 +29,18 @@ pub enum Reading {
     Value(Sample),
 }
 
+impl From<Sample> for Reading {
+    fn from(s: Sample) -> Reading {
+        Reading::Value(s)
+    }
+}
+
+impl From<TimedFrame> for Reading {
+    fn from(f: TimedFrame) -> Reading {
+        Reading::Frame(f)
+    }
+}
+
 impl Reading {
     pub fn t_us(&self) -> u64 {
         match self {

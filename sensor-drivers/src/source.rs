@@ -129,19 +129,49 @@ impl Outlet {
         &self.stats
     }
 
-    /// Hands `readings` over without blocking. Error frames are counted by class. Returns false
-    /// (and counts every reading as dropped) when the agent is not keeping up or has gone.
-    pub fn emit(&self, at_us: u64, readings: Vec<Reading>) -> bool {
+    /// Hands `readings` over, waiting for room: for sources that can wait without losing
+    /// anything (a log file replayed flat out). Live devices use [`Outlet::emit`]. Returns false
+    /// (and counts the readings as dropped) only when the agent has gone.
+    pub async fn send(&self, at_us: u64, readings: Vec<Reading>) -> bool {
         if readings.is_empty() {
             return true;
         }
-        for r in &readings {
+        self.count_error_frames(&readings);
+        let n = readings.len() as u64;
+        let chunk = Chunk {
+            source: self.source,
+            at_us,
+            readings,
+        };
+        match self.tx.send(chunk).await {
+            Ok(()) => {
+                self.stats.readings.fetch_add(n, Ordering::Relaxed);
+                true
+            }
+            Err(_) => {
+                self.stats.drops.fetch_add(n, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn count_error_frames(&self, readings: &[Reading]) {
+        for r in readings {
             if let Reading::Frame(f) = r
                 && f.frame.is_error()
             {
                 self.stats.error_frame(&f.frame);
             }
         }
+    }
+
+    /// Hands `readings` over without blocking. Error frames are counted by class. Returns false
+    /// (and counts every reading as dropped) when the agent is not keeping up or has gone.
+    pub fn emit(&self, at_us: u64, readings: Vec<Reading>) -> bool {
+        if readings.is_empty() {
+            return true;
+        }
+        self.count_error_frames(&readings);
         let n = readings.len() as u64;
         match self.tx.try_send(Chunk {
             source: self.source,
@@ -229,7 +259,10 @@ mod tests {
         let ms = Duration::from_millis;
         let mut b = Backoff::new(ms(100), ms(1000), Duration::from_secs(10));
         let got: Vec<_> = (0..6).map(|i| b.failed(i)).collect();
-        assert_eq!(got, vec![ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+        assert_eq!(
+            got,
+            vec![ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
         b.connected(0);
         assert_eq!(b.failed(1_000_000), ms(1000), "short connection: no reset");
         b.connected(0);
@@ -258,5 +291,29 @@ mod tests {
         assert_eq!((s.readings, s.drops, s.error_frames), (2, 1, 1));
         assert_eq!(s.error_classes.get("bus_off"), Some(&1));
         assert_eq!(s.error_classes.get("no_ack"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn send_waits_for_room_instead_of_dropping() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let stats = Arc::new(SourceStats::default());
+        let out = Outlet::new(0, tx, stats.clone());
+        let v = Reading::Value(Sample {
+            t_us: 1,
+            channel: 0,
+            value: 1.0,
+        });
+        assert!(out.send(1, vec![v]).await);
+        let waiting = tokio::spawn({
+            let out = out.clone();
+            async move { out.send(2, vec![v, v]).await }
+        });
+        assert_eq!(rx.recv().await.map(|c| c.at_us), Some(1));
+        assert_eq!(rx.recv().await.map(|c| c.readings.len()), Some(2));
+        assert!(waiting.await.expect("task"));
+        assert_eq!((stats.readings(), stats.drops()), (3, 0));
+        drop(rx);
+        assert!(!out.send(3, vec![v]).await, "receiver gone");
+        assert_eq!(stats.drops(), 1);
     }
 }

@@ -66,25 +66,34 @@ pub struct Synth {
     pub waveform: &'static str,
 }
 
-/// Queue settings of a test config; the defaults are what [`write_config`] uses.
+/// Settings of a test config beyond its synthetic sources; the defaults are what
+/// [`write_config`] uses.
 #[derive(Debug, Clone)]
-pub struct QueueKnobs {
+pub struct ConfigKnobs {
     /// Queue directory; `None`: `queue` inside the test's directory.
     pub dir: Option<PathBuf>,
     pub max_mb: u64,
     pub segment_mb: u64,
     pub flush_ms: u64,
+    /// Further `[[sources]]` tables, as TOML text appended to the file.
+    pub extra_sources: String,
 }
 
-impl Default for QueueKnobs {
+impl Default for ConfigKnobs {
     fn default() -> Self {
-        QueueKnobs {
+        ConfigKnobs {
             dir: None,
             max_mb: 512,
             segment_mb: 8,
             flush_ms: 100,
+            extra_sources: String::new(),
         }
     }
+}
+
+/// The shared third-party test data (`../shared/data` beside the repository).
+pub fn shared_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
 }
 
 /// Writes a config file for a daemon talking to `broker_socket`, with its queue and diagnostics
@@ -102,7 +111,7 @@ pub fn write_config(
         broker_socket,
         links,
         sources,
-        &QueueKnobs::default(),
+        &ConfigKnobs::default(),
     )
 }
 
@@ -113,7 +122,7 @@ pub fn write_config_with(
     broker_socket: &Path,
     links: &[&str],
     sources: &[Synth],
-    queue: &QueueKnobs,
+    queue: &ConfigKnobs,
 ) -> Result<PathBuf> {
     let queue_dir = queue.dir.clone().unwrap_or_else(|| dir.join("queue"));
     let mut t = format!(
@@ -134,6 +143,7 @@ pub fn write_config_with(
             s.name, s.channels, s.rate_hz, s.waveform
         ));
     }
+    t.push_str(&queue.extra_sources);
     let path = dir.join("pitlink.toml");
     std::fs::write(&path, t)?;
     Ok(path)

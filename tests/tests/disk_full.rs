@@ -175,11 +175,12 @@ impl FullDisk {
             &broker_link,
             &["wwan0"],
             &SOURCES,
-            &QueueKnobs {
+            &ConfigKnobs {
                 dir: Some(mnt.path.join("queue")),
                 max_mb: MAX_MB,
                 segment_mb: SEGMENT_MB,
                 flush_ms: 100,
+                ..ConfigKnobs::default()
             },
         )?;
         Ok(FullDisk {

@@ -161,7 +161,7 @@ fn status_command_shows_the_running_daemon() -> Result<()> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(v["vehicle"], "car-status");
     assert_eq!(v["sources"][0]["name"], "s1");
-    assert!(v["sources"][0]["samples"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert!(v["sources"][0]["readings"].as_u64().unwrap_or(0) > 0, "{v}");
     assert_eq!(v["links"][0]["state"], "up", "{v}");
     assert!(v["links"][0]["acked"].as_u64().unwrap_or(0) > 0, "{v}");
     assert!(

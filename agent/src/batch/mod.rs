@@ -1,20 +1,19 @@
-//! The batcher: groups one source's samples into time windows (sans-IO).
+//! The batcher: groups one source's readings into time windows (sans-IO).
 //!
 //! A batch opens with its first sample and closes `window` later (by the agent's clock, `now`),
 //! or as soon as it holds `max_samples`. Batches are the unit of storage, transport,
 //! acknowledgement and deduplication.
 
-use sensor_drivers::Sample;
-
+/// Groups items (readings, in the agent) into batches by time window and size.
 #[derive(Debug)]
-pub struct Batcher {
+pub struct Batcher<T> {
     window_us: u64,
     max_samples: usize,
-    open: Vec<Sample>,
+    open: Vec<T>,
     opened_at_us: u64,
 }
 
-impl Batcher {
+impl<T: Clone> Batcher<T> {
     pub fn new(window_us: u64, max_samples: usize) -> Self {
         Batcher {
             window_us: window_us.max(1),
@@ -25,7 +24,7 @@ impl Batcher {
     }
 
     /// Adds samples received at `now_us`; returns every batch that filled up.
-    pub fn push(&mut self, samples: &[Sample], now_us: u64) -> Vec<Vec<Sample>> {
+    pub fn push(&mut self, samples: &[T], now_us: u64) -> Vec<Vec<T>> {
         let mut closed = Vec::new();
         let mut rest = samples;
         while !rest.is_empty() {
@@ -46,7 +45,7 @@ impl Batcher {
     }
 
     /// Closes the open batch if its window has passed at `now_us`.
-    pub fn poll(&mut self, now_us: u64) -> Option<Vec<Sample>> {
+    pub fn poll(&mut self, now_us: u64) -> Option<Vec<T>> {
         match self.deadline_us() {
             Some(d) if now_us >= d => Some(std::mem::take(&mut self.open)),
             _ => None,
@@ -54,7 +53,7 @@ impl Batcher {
     }
 
     /// Closes the open batch whatever its age (shutdown).
-    pub fn flush(&mut self) -> Option<Vec<Sample>> {
+    pub fn flush(&mut self) -> Option<Vec<T>> {
         (!self.open.is_empty()).then(|| std::mem::take(&mut self.open))
     }
 
@@ -72,6 +71,7 @@ impl Batcher {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use sensor_drivers::Sample;
 
     fn s(t: u64) -> Sample {
         Sample {

@@ -6,13 +6,13 @@
 //! on its own, whatever link or order it arrives in.
 
 use crate::ranges::RangeSet;
-use sensor_drivers::Sample;
+use sensor_drivers::{CanFrame, Reading, Sample, TimedFrame};
 use serde::{Deserialize, Serialize};
 
 /// First byte of every message. Decoders reject versions they do not know.
 pub const FORMAT_VERSION: u8 = 1;
 
-/// Body codec of a `Data` batch: postcard [`DataBody`] (samples with µs offsets from `t_first_us`).
+/// Body codec of a `Data` batch: postcard [`DataBody`] (readings with µs offsets from `t_first_us`).
 pub const CODEC_PLAIN: u8 = 0;
 
 /// A batch's identity: never reused for different data, across restarts and crashes.
@@ -50,7 +50,7 @@ pub struct Envelope {
     /// creation time twice.
     pub t_first_us: u64,
     pub t_last_us: u64,
-    /// Samples in the batch (0 for non-data kinds).
+    /// Readings (values and CAN frames) in the batch (0 for non-data kinds).
     pub samples: u32,
     pub codec: u8,
     pub body: Vec<u8>,
@@ -62,6 +62,8 @@ pub struct DataBody {
     pub source: String,
     /// (channel, µs after `t_first_us`, value).
     pub samples: Vec<(u16, u64, f64)>,
+    /// (µs after `t_first_us`, frame).
+    pub frames: Vec<(u64, CanFrame)>,
 }
 
 /// Why batches are missing.
@@ -142,31 +144,41 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     Ok(env)
 }
 
-/// Builds a `Data` envelope from one source's samples (`samples` must not be empty).
-pub fn data_envelope(vehicle: &str, id: BatchId, source: &str, samples: &[Sample]) -> Envelope {
-    let t_first = samples.iter().map(|s| s.t_us).min().unwrap_or(0);
-    let t_last = samples.iter().map(|s| s.t_us).max().unwrap_or(0);
-    let body = DataBody {
+/// Builds a `Data` envelope from one source's readings (`items` must not be empty).
+pub fn data_envelope<R: Copy + Into<Reading>>(
+    vehicle: &str,
+    id: BatchId,
+    source: &str,
+    items: &[R],
+) -> Envelope {
+    let t_first = items.iter().map(|&r| r.into().t_us()).min().unwrap_or(0);
+    let t_last = items.iter().map(|&r| r.into().t_us()).max().unwrap_or(0);
+    let mut body = DataBody {
         source: source.to_string(),
-        samples: samples
-            .iter()
-            .map(|s| (s.channel, s.t_us - t_first, s.value))
-            .collect(),
+        samples: Vec::new(),
+        frames: Vec::new(),
     };
+    for &r in items {
+        match r.into() {
+            Reading::Value(s) => body.samples.push((s.channel, s.t_us - t_first, s.value)),
+            Reading::Frame(f) => body.frames.push((f.t_us - t_first, f.frame)),
+        }
+    }
     Envelope {
         vehicle: vehicle.to_string(),
         id,
         kind: Kind::Data,
         t_first_us: t_first,
         t_last_us: t_last,
-        samples: samples.len() as u32,
+        samples: items.len() as u32,
         codec: CODEC_PLAIN,
         body: postcard::to_stdvec(&body).expect("postcard into Vec"),
     }
 }
 
-/// Decodes a `Data` envelope's body into its source name and samples.
-pub fn data_samples(env: &Envelope) -> Result<(String, Vec<Sample>), DecodeError> {
+/// Decodes a `Data` envelope's body into its source name and readings (values first, then
+/// frames, each in the order they were batched).
+pub fn data_readings(env: &Envelope) -> Result<(String, Vec<Reading>), DecodeError> {
     if env.codec != CODEC_PLAIN {
         return Err(DecodeError::Codec(env.codec));
     }
@@ -174,22 +186,29 @@ pub fn data_samples(env: &Envelope) -> Result<(String, Vec<Sample>), DecodeError
         kind: env.kind,
         msg: e.to_string(),
     })?;
-    if body.samples.len() != env.samples as usize {
+    let n = body.samples.len() + body.frames.len();
+    if n != env.samples as usize {
         return Err(DecodeError::Count {
             header: env.samples,
-            body: body.samples.len(),
+            body: n,
         });
     }
-    let samples = body
-        .samples
-        .into_iter()
-        .map(|(channel, dt, value)| Sample {
-            t_us: env.t_first_us.saturating_add(dt),
+    let t0 = env.t_first_us;
+    let mut out = Vec::with_capacity(n);
+    out.extend(body.samples.into_iter().map(|(channel, dt, value)| {
+        Reading::Value(Sample {
+            t_us: t0.saturating_add(dt),
             channel,
             value,
         })
-        .collect();
-    Ok((body.source, samples))
+    }));
+    out.extend(body.frames.into_iter().map(|(dt, frame)| {
+        Reading::Frame(TimedFrame {
+            t_us: t0.saturating_add(dt),
+            frame,
+        })
+    }));
+    Ok((body.source, out))
 }
 
 pub fn control_envelope<B: Serialize>(
@@ -268,9 +287,9 @@ mod tests {
         assert_eq!(bytes[0], FORMAT_VERSION);
         let back = decode(&bytes).expect("decodes");
         assert_eq!(back, env);
-        let (src, got) = data_samples(&back).expect("body decodes");
+        let (src, got) = data_readings(&back).expect("body decodes");
         assert_eq!(src, "engine");
-        assert_eq!(got, s);
+        assert_eq!(got, s.iter().map(|&x| Reading::from(x)).collect::<Vec<_>>());
         assert_eq!(back.t_first_us, s[0].t_us);
         assert_eq!(back.t_last_us, s[299].t_us);
     }
@@ -291,7 +310,10 @@ mod tests {
     fn header_count_must_match_body() {
         let mut env = data_envelope("v", BatchId { run: 1, seq: 0 }, "s", &samples(3));
         env.samples = 4;
-        assert!(matches!(data_samples(&env), Err(DecodeError::Count { .. })));
+        assert!(matches!(
+            data_readings(&env),
+            Err(DecodeError::Count { .. })
+        ));
     }
 
     #[test]
@@ -315,7 +337,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             if let Ok(env) = decode(&bytes) {
-                let _ = data_samples(&env);
+                let _ = data_readings(&env);
                 let _ = gap_body(&env);
                 let _ = run_body(&env);
             }
@@ -329,7 +351,7 @@ mod tests {
             let p = pos % bytes.len();
             bytes[p] = val;
             if let Ok(env) = decode(&bytes) {
-                let _ = data_samples(&env);
+                let _ = data_readings(&env);
             }
         }
 
@@ -337,12 +359,42 @@ mod tests {
         fn samples_round_trip(vals in proptest::collection::vec((any::<u16>(), 0u64..10_000_000, any::<f64>()), 1..200)) {
             let s: Vec<Sample> = vals.iter().map(|&(c, t, v)| Sample { t_us: 1_600_000_000_000_000 + t, channel: c, value: v }).collect();
             let env = data_envelope("v", BatchId { run: 1, seq: 1 }, "x", &s);
-            let (_, got) = data_samples(&decode(&encode(&env)).expect("decodes")).expect("body");
+            let (_, got) = data_readings(&decode(&encode(&env)).expect("decodes")).expect("body");
             prop_assert_eq!(got.len(), s.len());
             for (a, b) in got.iter().zip(&s) {
+                let Reading::Value(a) = a else { panic!("a frame came back for a value") };
                 prop_assert_eq!(a.t_us, b.t_us);
                 prop_assert_eq!(a.channel, b.channel);
                 prop_assert_eq!(a.value.to_bits(), b.value.to_bits());
+            }
+        }
+
+        /// CAN frames (classic, FD, remote, error) and values in one batch round-trip exactly.
+        #[test]
+        fn frames_round_trip(
+            frames in proptest::collection::vec((0u64..10_000_000, any::<u32>(), any::<u8>(), proptest::collection::vec(any::<u8>(), 0..=64)), 1..100),
+            values in proptest::collection::vec((any::<u16>(), 0u64..10_000_000, any::<f64>()), 0..20),
+        ) {
+            let mut items: Vec<Reading> = values.iter().map(|&(c, t, v)| Reading::Value(Sample { t_us: 1_600_000_000_000_000 + t, channel: c, value: v })).collect();
+            for (t, id, kind, data) in frames {
+                let frame = match kind % 4 {
+                    0 => CanFrame::classic(id & 0x7ff, false, &data[..data.len().min(8)]),
+                    1 => CanFrame::fd(id & 0x1fff_ffff, true, kind, &data[..sensor_drivers::can::FD_LENS.iter().rev().map(|&l| usize::from(l)).find(|&l| l <= data.len()).unwrap_or(0)]),
+                    2 => CanFrame::remote(id & 0x7ff, false, kind % 9),
+                    _ => CanFrame::error(id & 0x3ff, &data[..data.len().min(8)]),
+                }.expect("valid frame");
+                items.push(Reading::Frame(TimedFrame { t_us: 1_600_000_000_000_000 + t, frame }));
+            }
+            let env = data_envelope("v", BatchId { run: 1, seq: 1 }, "can0", &items);
+            let (_, got) = data_readings(&decode(&encode(&env)).expect("decodes")).expect("body");
+            prop_assert_eq!(got.len(), items.len());
+            for (a, b) in got.iter().zip(&items) {
+                match (a, b) {
+                    (Reading::Value(a), Reading::Value(b)) => {
+                        prop_assert_eq!((a.t_us, a.channel, a.value.to_bits()), (b.t_us, b.channel, b.value.to_bits()));
+                    }
+                    (a, b) => prop_assert_eq!(a, b),
+                }
             }
         }
     }

@@ -147,13 +147,67 @@ pub struct LinkConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
+    /// Generated waveforms (demo, benchmarks).
     Synthetic,
+    /// Replay of a `candump -l`/`-L` log file.
+    Candump,
+    /// A SocketCAN interface (`can0`, `vcan0`).
+    Socketcan,
+    /// A Lawicell/slcan CAN adapter on a serial port (CANable, USBtin).
+    Slcan,
+    /// An NMEA 0183 GPS receiver on a serial port.
+    Nmea,
+    /// A sensor writing delimited numeric lines on a serial port.
+    Line,
 }
 
+impl SourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Synthetic => "synthetic",
+            SourceKind::Candump => "candump",
+            SourceKind::Socketcan => "socketcan",
+            SourceKind::Slcan => "slcan",
+            SourceKind::Nmea => "nmea",
+            SourceKind::Line => "line",
+        }
+    }
+}
+
+/// Replay speed of a candump source: `"recorded"`, a multiple of it (`4.0`), or `"max"`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReplaySpeed {
+    Factor(f64),
+    Word(ReplayWord),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayWord {
+    Recorded,
+    Max,
+}
+
+/// A SocketCAN receive filter: a frame passes when `frame_id & mask == id & mask`
+/// (or fails it, with `invert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanFilterConfig {
+    pub id: u32,
+    pub mask: u32,
+    #[serde(default)]
+    pub extended: bool,
+    #[serde(default)]
+    pub invert: bool,
+}
+
+/// One `[[sources]]` table. Which keys apply depends on `kind` (see docs/configuration.md);
+/// a key that does not apply to the kind is an error, not silently ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// Name of the source, unique; appears in every sample's record on the receiver.
+    /// Name of the source, unique; appears in every reading's record on the receiver.
     pub name: String,
     pub kind: SourceKind,
     /// synthetic: number of channels (1..=4096).
@@ -162,9 +216,87 @@ pub struct SourceConfig {
     pub rate_hz: Option<u32>,
     /// synthetic: sine | saw | square | noise.
     pub waveform: Option<sensor_drivers::synthetic::Waveform>,
+    /// candump: the log file to replay.
+    pub path: Option<PathBuf>,
+    /// candump: "recorded" (default), a multiple such as 4.0, or "max" (flat out).
+    pub speed: Option<ReplaySpeed>,
+    /// candump: start over at the end of the log (default false).
+    #[serde(rename = "loop")]
+    pub looped: Option<bool>,
+    /// candump: replay only frames of these interfaces of the log (default: all).
+    pub interfaces: Option<Vec<String>>,
+    /// socketcan: the interface (`can0`).
+    pub interface: Option<String>,
+    /// socketcan: open a CAN FD socket so FD frames arrive too (default true).
+    pub fd: Option<bool>,
+    /// socketcan: receive filters (default: everything).
+    pub filters: Option<Vec<CanFilterConfig>>,
+    /// socketcan: socket receive buffer in KiB (default: the kernel's).
+    pub rcvbuf_kb: Option<u32>,
+    /// slcan, nmea, line: the serial device (`/dev/ttyACM0`, `/dev/serial/by-id/...`).
+    pub device: Option<PathBuf>,
+    /// slcan, nmea, line: serial speed in baud (defaults: slcan 115200, nmea 9600, line 115200).
+    pub baud: Option<u32>,
+    /// slcan: CAN bit rate in kbit/s (10, 20, 50, 100, 125, 250, 500, 800, 1000; default 500).
+    pub bitrate: Option<u32>,
+    /// slcan: open the bus listen-only (`L`) instead of normal (`O`) (default true: a telemetry
+    /// agent never acknowledges frames on the car's bus).
+    pub listen_only: Option<bool>,
+    /// slcan: ask the adapter for its own timestamps (`Z1`) (default false).
+    pub timestamps: Option<bool>,
+    /// line: field names in order, comma separated (`"t_ms,oil_temp,oil_pressure"`); `t_ms` or
+    /// `t_us` names the device clock, `-` skips a field.
+    pub fields: Option<String>,
+    /// line: field delimiter, one character (default ",").
+    pub delimiter: Option<String>,
 }
 
+/// Which optional keys each kind accepts (for "does not apply" errors).
+const KIND_KEYS: &[(SourceKind, &[&str])] = &[
+    (SourceKind::Synthetic, &["channels", "rate_hz", "waveform"]),
+    (
+        SourceKind::Candump,
+        &["path", "speed", "loop", "interfaces"],
+    ),
+    (
+        SourceKind::Socketcan,
+        &["interface", "fd", "filters", "rcvbuf_kb"],
+    ),
+    (
+        SourceKind::Slcan,
+        &["device", "baud", "bitrate", "listen_only", "timestamps"],
+    ),
+    (SourceKind::Nmea, &["device", "baud"]),
+    (SourceKind::Line, &["device", "baud", "fields", "delimiter"]),
+];
+
 impl SourceConfig {
+    /// A source of `kind` with no optional key set.
+    pub fn new(name: &str, kind: SourceKind) -> Self {
+        SourceConfig {
+            name: name.to_string(),
+            kind,
+            channels: None,
+            rate_hz: None,
+            waveform: None,
+            path: None,
+            speed: None,
+            looped: None,
+            interfaces: None,
+            interface: None,
+            fd: None,
+            filters: None,
+            rcvbuf_kb: None,
+            device: None,
+            baud: None,
+            bitrate: None,
+            listen_only: None,
+            timestamps: None,
+            fields: None,
+            delimiter: None,
+        }
+    }
+
     /// The synthetic generator's settings (after [`Config::validate`] all fields are present).
     pub fn synthetic_spec(&self) -> sensor_drivers::synthetic::SyntheticSpec {
         sensor_drivers::synthetic::SyntheticSpec {
@@ -173,6 +305,222 @@ impl SourceConfig {
             waveform: self.waveform.unwrap_or_default(),
         }
     }
+
+    /// The optional keys that are set, by name.
+    fn keys_set(&self) -> Vec<&'static str> {
+        let mut k = Vec::new();
+        let mut add = |set: bool, name| {
+            if set {
+                k.push(name)
+            }
+        };
+        add(self.channels.is_some(), "channels");
+        add(self.rate_hz.is_some(), "rate_hz");
+        add(self.waveform.is_some(), "waveform");
+        add(self.path.is_some(), "path");
+        add(self.speed.is_some(), "speed");
+        add(self.looped.is_some(), "loop");
+        add(self.interfaces.is_some(), "interfaces");
+        add(self.interface.is_some(), "interface");
+        add(self.fd.is_some(), "fd");
+        add(self.filters.is_some(), "filters");
+        add(self.rcvbuf_kb.is_some(), "rcvbuf_kb");
+        add(self.device.is_some(), "device");
+        add(self.baud.is_some(), "baud");
+        add(self.bitrate.is_some(), "bitrate");
+        add(self.listen_only.is_some(), "listen_only");
+        add(self.timestamps.is_some(), "timestamps");
+        add(self.fields.is_some(), "fields");
+        add(self.delimiter.is_some(), "delimiter");
+        k
+    }
+
+    /// Field names of a line source (after validation: present and well formed).
+    pub fn line_fields(&self) -> Vec<String> {
+        self.fields
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(|f| f.trim().to_string())
+            .collect()
+    }
+
+    /// A short description of what the source reads, for status output.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            SourceKind::Synthetic => format!(
+                "{} channels at {} Hz",
+                self.channels.unwrap_or(0),
+                self.rate_hz.unwrap_or(0)
+            ),
+            SourceKind::Candump => self
+                .path
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            SourceKind::Socketcan => self.interface.clone().unwrap_or_default(),
+            SourceKind::Slcan | SourceKind::Nmea | SourceKind::Line => self
+                .device
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Checks the keys of this source against its kind. On failure: key path and message.
+    fn validate(&self, i: usize) -> Result<(), (Vec<KeyPart>, String)> {
+        use KeyPart::{Index as I, Key as K};
+        let kind = self.kind.name();
+        let allowed = KIND_KEYS
+            .iter()
+            .find(|(k, _)| *k == self.kind)
+            .map_or(&[][..], |(_, v)| v);
+        for key in self.keys_set() {
+            if !allowed.contains(&key) {
+                let owners: Vec<&str> = KIND_KEYS
+                    .iter()
+                    .filter(|(_, v)| v.contains(&key))
+                    .map(|(k, _)| k.name())
+                    .collect();
+                return Err((
+                    vec![K("sources"), I(i), K(key)],
+                    format!(
+                        "'{key}' does not apply to a {kind} source (it is a key of: {}); keys of a {kind} source: {}",
+                        owners.join(", "),
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        let need = |set: bool, key: &str, what: &str| {
+            if set {
+                Ok(())
+            } else {
+                Err((
+                    vec![K("sources"), I(i)],
+                    format!("a {kind} source needs '{key}' ({what})"),
+                ))
+            }
+        };
+        let range = |v: Option<u64>, key: &'static str, lo: u64, hi: u64| match v {
+            Some(v) if !(lo..=hi).contains(&v) => Err((
+                vec![K("sources"), I(i), K(key)],
+                format!("{key} = {v} is out of range; allowed: {lo} to {hi}"),
+            )),
+            _ => Ok(()),
+        };
+        match self.kind {
+            SourceKind::Synthetic => {
+                need(self.channels.is_some(), "channels", "1 to 4096")?;
+                range(self.channels.map(u64::from), "channels", 1, 4096)?;
+                need(self.rate_hz.is_some(), "rate_hz", "1 to 10000")?;
+                range(self.rate_hz.map(u64::from), "rate_hz", 1, 10_000)?;
+            }
+            SourceKind::Candump => {
+                need(
+                    self.path.is_some(),
+                    "path",
+                    "the candump log file to replay",
+                )?;
+                if let Some(ReplaySpeed::Factor(f)) = self.speed
+                    && !(f.is_finite() && f > 0.0 && f <= 1e6)
+                {
+                    return Err((
+                        vec![K("sources"), I(i), K("speed")],
+                        format!(
+                            "speed = {f} is not allowed; use \"recorded\", \"max\" or a multiple above 0 (e.g. 2.0)"
+                        ),
+                    ));
+                }
+            }
+            SourceKind::Socketcan => {
+                need(self.interface.is_some(), "interface", "e.g. \"can0\"")?;
+                let name = self.interface.as_deref().unwrap_or_default();
+                if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                    return Err((
+                        vec![K("sources"), I(i), K("interface")],
+                        format!(
+                            "interface '{name}' is not a valid network interface name (1 to 15 characters, no '/' or spaces)"
+                        ),
+                    ));
+                }
+                for (j, f) in self.filters.iter().flatten().enumerate() {
+                    let bits = if f.extended { 0x1fff_ffff } else { 0x7ff };
+                    if f.id & !bits != 0 || f.mask & !bits != 0 {
+                        return Err((
+                            vec![K("sources"), I(i), K("filters"), I(j)],
+                            format!(
+                                "filter id {:#x} / mask {:#x} do not fit {} identifier (at most {bits:#x})",
+                                f.id,
+                                f.mask,
+                                if f.extended { "a 29-bit" } else { "an 11-bit" }
+                            ),
+                        ));
+                    }
+                }
+                range(self.rcvbuf_kb.map(u64::from), "rcvbuf_kb", 1, 1 << 20)?;
+            }
+            SourceKind::Slcan | SourceKind::Nmea | SourceKind::Line => {
+                need(self.device.is_some(), "device", "e.g. \"/dev/ttyACM0\"")?;
+                range(self.baud.map(u64::from), "baud", 50, 4_000_000)?;
+                if self.kind == SourceKind::Slcan
+                    && let Some(b) = self.bitrate
+                    && !SLCAN_BITRATES_KBIT.contains(&b)
+                {
+                    return Err((
+                        vec![K("sources"), I(i), K("bitrate")],
+                        format!(
+                            "bitrate = {b} kbit/s is not an slcan rate; allowed: {:?}",
+                            SLCAN_BITRATES_KBIT
+                        ),
+                    ));
+                }
+                if self.kind == SourceKind::Line {
+                    need(
+                        self.fields.is_some(),
+                        "fields",
+                        "field names in order, e.g. \"t_ms,oil_temp,oil_pressure\"",
+                    )?;
+                    let fields = self.line_fields();
+                    let named: Vec<&String> = fields.iter().filter(|f| *f != "-").collect();
+                    if fields.iter().any(|f| f.is_empty()) {
+                        return Err((
+                            vec![K("sources"), I(i), K("fields")],
+                            "fields has an empty name; use '-' to skip a field".into(),
+                        ));
+                    }
+                    if named.iter().filter(|f| is_clock_field(f)).count() > 1 {
+                        return Err((
+                            vec![K("sources"), I(i), K("fields")],
+                            "fields names more than one device clock (t_ms or t_us)".into(),
+                        ));
+                    }
+                    if !named.iter().any(|f| !is_clock_field(f)) {
+                        return Err((
+                            vec![K("sources"), I(i), K("fields")],
+                            "fields names no value channel; name at least one field that is not t_ms, t_us or -".into(),
+                        ));
+                    }
+                    if let Some(d) = &self.delimiter
+                        && d.chars().count() != 1
+                    {
+                        return Err((
+                            vec![K("sources"), I(i), K("delimiter")],
+                            format!("delimiter = {d:?} must be exactly one character"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The bit rates of the slcan `S0`..`S8` commands, in kbit/s.
+pub const SLCAN_BITRATES_KBIT: [u32; 9] = [10, 20, 50, 100, 125, 250, 500, 800, 1000];
+
+fn is_clock_field(f: &str) -> bool {
+    f == "t_ms" || f == "t_us"
 }
 
 impl Config {
@@ -354,40 +702,7 @@ impl Config {
                     ),
                 ));
             }
-            match s.kind {
-                SourceKind::Synthetic => {
-                    match s.channels {
-                        None => {
-                            return Err((
-                                vec![K("sources"), I(i)],
-                                "a synthetic source needs 'channels' (1 to 4096)".into(),
-                            ));
-                        }
-                        Some(c) if !(1..=4096).contains(&c) => {
-                            return Err((
-                                vec![K("sources"), I(i), K("channels")],
-                                format!("channels = {c} is out of range; allowed: 1 to 4096"),
-                            ));
-                        }
-                        _ => {}
-                    }
-                    match s.rate_hz {
-                        None => {
-                            return Err((
-                                vec![K("sources"), I(i)],
-                                "a synthetic source needs 'rate_hz' (1 to 10000)".into(),
-                            ));
-                        }
-                        Some(r) if !(1..=10_000).contains(&r) => {
-                            return Err((
-                                vec![K("sources"), I(i), K("rate_hz")],
-                                format!("rate_hz = {r} is out of range; allowed: 1 to 10000"),
-                            ));
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            s.validate(i)?;
         }
         Ok(())
     }

@@ -189,3 +189,132 @@ proptest::proptest! {
         let _ = parse(&text);
     }
 }
+
+/// Every source kind with its keys parses; the keys reach the config.
+#[test]
+fn every_source_kind_parses() {
+    let text = format!(
+        "{GOOD}{}",
+        r#"
+[[sources]]
+name = "replay"
+kind = "candump"
+path = "/var/log/can.log"
+speed = 4.0
+loop = true
+interfaces = ["can0"]
+
+[[sources]]
+name = "fast"
+kind = "candump"
+path = "/var/log/can.log"
+speed = "max"
+
+[[sources]]
+name = "pt"
+kind = "socketcan"
+interface = "can0"
+fd = false
+rcvbuf_kb = 1024
+filters = [{ id = 0x100, mask = 0x700 }, { id = 0x18FEF100, mask = 0x1FFFFFFF, extended = true, invert = true }]
+
+[[sources]]
+name = "chassis"
+kind = "slcan"
+device = "/dev/ttyACM0"
+bitrate = 500
+listen_only = true
+timestamps = true
+
+[[sources]]
+name = "gps"
+kind = "nmea"
+device = "/dev/ttyUSB0"
+baud = 38400
+
+[[sources]]
+name = "oil"
+kind = "line"
+device = "/dev/ttyUSB1"
+fields = "t_ms, oil_temp, -, oil_pressure"
+delimiter = ";"
+"#
+    );
+    let c = parse(&text).expect("valid");
+    assert_eq!(c.sources.len(), 7);
+    assert_eq!(c.sources[1].speed, Some(ReplaySpeed::Factor(4.0)));
+    assert_eq!(c.sources[2].speed, Some(ReplaySpeed::Word(ReplayWord::Max)));
+    assert_eq!(c.sources[3].filters.as_ref().map(Vec::len), Some(2));
+    assert!(c.sources[3].filters.as_ref().expect("filters")[1].invert);
+    assert_eq!(c.sources[4].bitrate, Some(500));
+    assert_eq!(c.sources[5].baud, Some(38400));
+    assert_eq!(
+        c.sources[6].line_fields(),
+        vec!["t_ms", "oil_temp", "-", "oil_pressure"]
+    );
+    assert_eq!(c.sources[3].describe(), "can0");
+}
+
+#[test]
+fn source_key_of_another_kind_is_located_and_explained() {
+    let text = format!(
+        "{GOOD}{}",
+        "\n[[sources]]\nname = \"pt\"\nkind = \"socketcan\"\ninterface = \"can0\"\nbaud = 9600\n"
+    );
+    let e = located(&text);
+    assert_eq!(
+        e.line,
+        text.lines()
+            .position(|l| l.starts_with("baud"))
+            .expect("line")
+            + 1
+    );
+    assert!(
+        e.message
+            .contains("'baud' does not apply to a socketcan source"),
+        "{e}"
+    );
+    assert!(e.message.contains("slcan, nmea, line"), "{e}");
+}
+
+#[test]
+fn source_requirements_are_checked() {
+    let cases = [
+        ("kind = \"candump\"", "needs 'path'"),
+        ("kind = \"socketcan\"", "needs 'interface'"),
+        (
+            "kind = \"socketcan\"\ninterface = \"a/b\"",
+            "not a valid network interface",
+        ),
+        (
+            "kind = \"slcan\"\ndevice = \"/dev/x\"\nbitrate = 300",
+            "not an slcan rate",
+        ),
+        ("kind = \"line\"\ndevice = \"/dev/x\"", "needs 'fields'"),
+        (
+            "kind = \"line\"\ndevice = \"/dev/x\"\nfields = \"t_ms,-\"",
+            "no value channel",
+        ),
+        (
+            "kind = \"line\"\ndevice = \"/dev/x\"\nfields = \"a,,b\"",
+            "empty name",
+        ),
+        (
+            "kind = \"line\"\ndevice = \"/dev/x\"\nfields = \"a\"\ndelimiter = \"::\"",
+            "exactly one character",
+        ),
+        (
+            "kind = \"candump\"\npath = \"x\"\nspeed = -1.0",
+            "speed = -1",
+        ),
+        (
+            "kind = \"socketcan\"\ninterface = \"can0\"\nfilters = [{ id = 0x800, mask = 0x7ff }]",
+            "do not fit an 11-bit identifier",
+        ),
+    ];
+    for (body, want) in cases {
+        let text = format!("{GOOD}\n[[sources]]\nname = \"x\"\n{body}\n");
+        let e = located(&text);
+        assert!(e.message.contains(want), "{body}: {e}");
+    }
+}

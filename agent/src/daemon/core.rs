@@ -1,7 +1,6 @@
 //! The core loop: owns the batchers, the queue and the scheduler; all decisions happen here or
 //! in the sans-IO structs it drives. Runs on its own thread (see the module above).
 
-use super::sources::{Chunk, SourceShared};
 use crate::batch::Batcher;
 use crate::bond::link::{LinkCmd, LinkEvent};
 use crate::bond::scheduler::{Scheduler, SchedulerConfig};
@@ -9,7 +8,7 @@ use crate::codec::{self, BatchId, Kind, RunBody};
 use crate::config::Config;
 use crate::diag::{LinkStatus, QueueStatus, SourceStatus, Status};
 use crate::queue::{BatchMeta, DiskFile, DiskStore, Queue, Recovery, SyncDone, SyncJob};
-use sensor_drivers::Sample;
+use sensor_drivers::{Chunk, Reading, SourceStats};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +24,8 @@ pub struct Core {
     cfg: Config,
     queue: Queue,
     recovery: Recovery,
-    sources: Vec<Arc<SourceShared>>,
-    batchers: Vec<Batcher>,
+    sources: Vec<Arc<SourceStats>>,
+    batchers: Vec<Batcher<Reading>>,
     links: Vec<mpsc::Sender<LinkCmd>>,
     link_errors: Vec<Option<String>>,
     sched: Scheduler,
@@ -58,7 +57,7 @@ impl Core {
         cfg: Config,
         queue: Queue,
         recovery: Recovery,
-        sources: Vec<Arc<SourceShared>>,
+        sources: Vec<Arc<SourceStats>>,
         links: Vec<mpsc::Sender<LinkCmd>>,
         status_tx: watch::Sender<Status>,
         max_in_flight: usize,
@@ -208,7 +207,7 @@ impl Core {
         }
         self.publish_status();
         let st = self.queue.stats();
-        let generated: u64 = self.sources.iter().map(|s| s.samples() + s.drops()).sum();
+        let generated: u64 = self.sources.iter().map(|s| s.readings() + s.drops()).sum();
         let dropped: u64 = self.sources.iter().map(|s| s.drops()).sum();
         tracing::info!(
             generated,
@@ -226,7 +225,7 @@ impl Core {
 
     fn on_chunk(&mut self, c: Chunk) {
         let closed = match self.batchers.get_mut(c.source) {
-            Some(b) => b.push(&c.samples, c.at_us),
+            Some(b) => b.push(&c.readings, c.at_us),
             None => return,
         };
         for b in closed {
@@ -243,7 +242,7 @@ impl Core {
     }
 
     /// Encodes and queues one closed batch of source `source`.
-    fn commit(&mut self, source: usize, samples: Vec<Sample>) {
+    fn commit(&mut self, source: usize, samples: Vec<Reading>) {
         if samples.is_empty() {
             return;
         }
@@ -251,8 +250,8 @@ impl Core {
         let vehicle = self.cfg.vehicle.clone();
         let meta = BatchMeta {
             samples: samples.len() as u32,
-            t_first_us: samples.iter().map(|s| s.t_us).min().unwrap_or(0),
-            t_last_us: samples.iter().map(|s| s.t_us).max().unwrap_or(0),
+            t_first_us: samples.iter().map(Reading::t_us).min().unwrap_or(0),
+            t_last_us: samples.iter().map(Reading::t_us).max().unwrap_or(0),
         };
         self.append(meta, |id| {
             codec::encode(&codec::data_envelope(&vehicle, id, &name, &samples))
@@ -401,7 +400,7 @@ impl Core {
         let dt = now.saturating_sub(self.last_rate.0) as f64 / 1e6;
         if dt >= 1.0 {
             for (i, s) in self.sources.iter().enumerate() {
-                let n = s.samples();
+                let n = s.readings();
                 self.rates[i] = n.saturating_sub(self.last_rate.1[i]) as f64 / dt;
                 self.last_rate.1[i] = n;
             }
@@ -421,13 +420,10 @@ impl Core {
                 .enumerate()
                 .map(|(i, (c, s))| SourceStatus {
                     name: c.name.clone(),
-                    kind: "synthetic".into(),
-                    channels: c.channels.unwrap_or(0),
-                    rate_hz: c.rate_hz.unwrap_or(0),
-                    samples: s.samples(),
-                    parse_errors: s.parse_errors.load(std::sync::atomic::Ordering::Relaxed),
-                    drops: s.drops(),
-                    samples_per_s: self.rates[i],
+                    kind: c.kind.name().into(),
+                    device: c.describe(),
+                    counters: s.snapshot(),
+                    readings_per_s: self.rates[i],
                 })
                 .collect(),
             queue: QueueStatus {

@@ -14,13 +14,12 @@ use crate::diag::Status;
 use crate::mqtt::Session;
 use crate::queue::{Queue, QueueOptions};
 use anyhow::Context;
+use sensor_drivers::{Outlet, SourceStats};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-pub use sources::SourceShared;
 
 /// Knobs that are not configuration (tests, demo, benchmarks).
 #[derive(Debug, Clone)]
@@ -98,11 +97,12 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
     let (sample_tx, sample_rx) = mpsc::channel(4096);
     let mut shared = Vec::new();
     for (i, s) in cfg.sources.iter().enumerate() {
-        let sh = Arc::new(SourceShared::default());
+        let sh = Arc::new(SourceStats::default());
         shared.push(sh.clone());
+        let outlet = Outlet::new(i, sample_tx.clone(), sh);
         let span = tracing::info_span!("source", name = %s.name);
         tasks.push(tokio::spawn(
-            sources::run(i, s.clone(), sample_tx.clone(), sh, shutdown.clone()).instrument(span),
+            sources::run(s.clone(), outlet, shutdown.clone()).instrument(span),
         ));
     }
     drop(sample_tx);

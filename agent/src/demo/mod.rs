@@ -61,11 +61,10 @@ pub struct DemoLink {
 /// The configuration the demo runs with (also a worked example of the file format).
 pub fn demo_config(dir: &Path, broker_socket: &Path) -> Config {
     let synth = |name: &str, channels: u16, rate_hz: u32, w: Waveform| SourceConfig {
-        name: name.into(),
-        kind: SourceKind::Synthetic,
         channels: Some(channels),
         rate_hz: Some(rate_hz),
         waveform: Some(w),
+        ..SourceConfig::new(name, SourceKind::Synthetic)
     };
     Config {
         vehicle: "demo-car".into(),
@@ -160,7 +159,11 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         if live {
             let s = status.borrow().clone();
             let r = rx_stats.borrow().clone();
-            let generated: u64 = s.sources.iter().map(|x| x.samples + x.drops).sum();
+            let generated: u64 = s
+                .sources
+                .iter()
+                .map(|x| x.counters.readings + x.counters.drops)
+                .sum();
             let received: u64 = r.vehicles.values().map(|v| v.samples).sum();
             let links: Vec<String> = s
                 .links
@@ -218,7 +221,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
     let generated: u64 = final_status
         .sources
         .iter()
-        .map(|x| x.samples + x.drops)
+        .map(|x| x.counters.readings + x.counters.drops)
         .sum();
     let v = rsum.vehicles.get(&cfg.vehicle).cloned().unwrap_or_default();
     let evicted = v.evicted_samples;

@@ -29,15 +29,16 @@ pub struct Status {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceStatus {
     pub name: String,
+    /// synthetic, candump, socketcan, slcan, nmea or line.
     pub kind: String,
-    pub channels: u16,
-    pub rate_hz: u32,
-    pub samples: u64,
-    pub parse_errors: u64,
-    /// Samples the source dropped because the pipeline was not keeping up.
-    pub drops: u64,
-    /// Samples per second over the last status interval.
-    pub samples_per_s: f64,
+    /// What it reads: interface, device path, log file, or the generator's shape.
+    pub device: String,
+    /// Readings, parse errors, drops, overruns, reconnects, error frames by class, connected,
+    /// last error.
+    #[serde(flatten)]
+    pub counters: sensor_drivers::SourceCounters,
+    /// Readings per second over the last second.
+    pub readings_per_s: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

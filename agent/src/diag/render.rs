@@ -25,21 +25,47 @@ pub fn render(s: &Status) -> String {
     let _ = writeln!(o, "\nSOURCES");
     let _ = writeln!(
         o,
-        "  {:<16} {:<10} {:>8} {:>9} {:>12} {:>10} {:>8}",
-        "name", "kind", "channels", "rate Hz", "samples", "samples/s", "dropped"
+        "  {:<16} {:<10} {:<24} {:>4} {:>12} {:>10} {:>8} {:>8} {:>8} {:>6} {:>8}",
+        "name",
+        "kind",
+        "device",
+        "up",
+        "readings",
+        "per s",
+        "dropped",
+        "overrun",
+        "bad",
+        "reconn",
+        "errfrm"
     );
     for src in &s.sources {
+        let c = &src.counters;
         let _ = writeln!(
             o,
-            "  {:<16} {:<10} {:>8} {:>9} {:>12} {:>10.0} {:>8}",
+            "  {:<16} {:<10} {:<24} {:>4} {:>12} {:>10.0} {:>8} {:>8} {:>8} {:>6} {:>8}",
             src.name,
             src.kind,
-            src.channels,
-            src.rate_hz,
-            src.samples,
-            src.samples_per_s,
-            src.drops
+            src.device,
+            if c.connected { "yes" } else { "NO" },
+            c.readings,
+            src.readings_per_s,
+            c.drops,
+            c.overruns,
+            c.parse_errors,
+            c.reconnects,
+            c.error_frames
         );
+        if !c.error_classes.is_empty() {
+            let classes: Vec<String> = c
+                .error_classes
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(o, "  {:<16} error frames: {}", "", classes.join(", "));
+        }
+        if let Some(e) = &c.last_error {
+            let _ = writeln!(o, "  {:<16} last error: {e}", "");
+        }
     }
     let q = &s.queue.stats;
     let _ = writeln!(o, "\nQUEUE  {}", s.queue.dir.display());
@@ -125,9 +151,15 @@ mod tests {
         s.sources.push(SourceStatus {
             name: "engine".into(),
             kind: "synthetic".into(),
-            channels: 50,
-            rate_hz: 1000,
-            samples: 123_456,
+            device: "50 channels at 1000 Hz".into(),
+            counters: sensor_drivers::SourceCounters {
+                readings: 123_456,
+                connected: true,
+                error_frames: 4,
+                error_classes: [("bus_off".to_string(), 4)].into(),
+                last_error: Some("bus off".into()),
+                ..Default::default()
+            },
             ..SourceStatus::default()
         });
         s.queue.stats.undelivered = 7;
@@ -149,6 +181,8 @@ mod tests {
         assert!(text.contains("vehicle car-9"), "{text}");
         assert!(text.contains("up 6 s"), "{text}");
         assert!(text.contains("engine") && text.contains("123456"), "{text}");
+        assert!(text.contains("error frames: bus_off 4"), "{text}");
+        assert!(text.contains("last error: bus off"), "{text}");
         assert!(text.contains("undelivered 7 batches"), "{text}");
         assert!(text.contains("evicted 3"), "{text}");
         assert!(text.contains("wwan0") && text.contains("97"), "{text}");

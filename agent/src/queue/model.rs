@@ -412,7 +412,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
         Queue::open_in(sim.clone(), opts()).map_err(|e| TestCaseError::fail(e.to_string()))?;
     m.check_recovered(&mut q, &rec, old, false)?;
     let (res, gone) = q.append(BatchMeta::default(), |id| {
-        codec::encode(&codec::data_envelope("m", id, "s", &[]))
+        codec::encode(&codec::data_envelope::<Sample>("m", id, "s", &[]))
     });
     let Some((id, payload)) = res else {
         return Err(TestCaseError::fail("append with room failed"));

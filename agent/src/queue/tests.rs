@@ -393,7 +393,12 @@ mod garbage {
         let sim = SimStore::default();
         let (mut q, _) = Queue::open_in(sim.clone(), QueueOptions::new("sim")).expect("open");
         let (r, _) = q.append(BatchMeta::default(), |id| {
-            codec::encode(&codec::data_envelope("v", id, "s", &[]))
+            codec::encode(&codec::data_envelope::<sensor_drivers::Sample>(
+                "v",
+                id,
+                "s",
+                &[],
+            ))
         });
         assert_eq!(r.expect("append").0.run, 1);
         q.sync().expect("sync");
@@ -429,7 +434,7 @@ mod garbage {
                 let _ = q.read(id).expect("reads or gives up");
             }
             let (r, _) = q.append(BatchMeta::default(), |id| {
-                codec::encode(&codec::data_envelope("v", id, "s", &[]))
+                codec::encode(&codec::data_envelope::<sensor_drivers::Sample>("v", id, "s", &[]))
             });
             prop_assert!(r.is_some());
             q.sync().expect("sync");

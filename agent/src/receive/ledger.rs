@@ -8,7 +8,7 @@
 use super::accounting::{Accounting, VehicleSummary};
 use super::dedup::Dedup;
 use crate::codec::{self, BatchId, DecodeError, GapBody, Kind, RunBody};
-use sensor_drivers::Sample;
+use sensor_drivers::Reading;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -26,7 +26,7 @@ pub struct Batch {
 pub enum Content {
     Data {
         source: String,
-        samples: Vec<Sample>,
+        readings: Vec<Reading>,
     },
     Gap(GapBody),
     Run(RunBody),
@@ -104,9 +104,8 @@ impl Ledger {
             };
         }
         let content = match env.kind {
-            Kind::Data => {
-                codec::data_samples(&env).map(|(source, samples)| Content::Data { source, samples })
-            }
+            Kind::Data => codec::data_readings(&env)
+                .map(|(source, readings)| Content::Data { source, readings }),
             Kind::Gap => codec::gap_body(&env).map(Content::Gap),
             Kind::Run => codec::run_body(&env).map(Content::Run),
         };
@@ -134,8 +133,8 @@ impl Ledger {
             return;
         }
         self.with_vehicle(&batch.vehicle, |acct| match &batch.content {
-            Content::Data { samples, .. } => {
-                acct.on_batch(batch.id, samples.len() as u64);
+            Content::Data { readings, .. } => {
+                acct.on_batch(batch.id, readings.len() as u64);
                 acct.on_latency(now_us.saturating_sub(batch.t_last_us));
             }
             Content::Gap(g) => {
@@ -169,6 +168,8 @@ mod tests {
     use super::*;
     use crate::codec::{control_envelope, data_envelope, encode, gap_from};
     use crate::ranges::RangeSet;
+
+    use sensor_drivers::Sample;
 
     fn samples(n: usize, t0: u64) -> Vec<Sample> {
         (0..n)

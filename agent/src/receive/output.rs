@@ -2,15 +2,20 @@
 //!
 //! ```text
 //! {"vehicle":"car-1","run":3,"seq":17,"source":"synth","ch":12,"t_us":1700000000001000,"v":12.5}
+//! {"vehicle":"car-1","run":3,"seq":18,"source":"can0","t_us":1700000000001250,"id":291,"flags":0,"len":3,"data":"0a0b0c"}
 //! {"event":"gap","vehicle":"car-1","run":3,"seq":40,"t_us":..,"cause":"evicted","gap_run":2,"seqs":[[10,20]],"batches":10,"samples":50000,"t_first_us":..,"t_last_us":..}
 //! {"event":"run","vehicle":"car-1","run":3,"seq":0,"t_us":..,"previous_run":2,"previous_durable_last_seq":41}
 //! ```
 //!
-//! Sample lines have no `event` key. Values are written with the shortest representation that
+//! Frame lines carry the CAN identifier without flag bits, the flag bits of `CanFrame::flags`
+//! (1 extended, 2 remote, 4 error, 8 FD, 16 BRS, 32 ESI), the payload length and the payload in
+//! hex (empty for a remote frame), plus `len8_dlc` when a classic frame had a DLC above 8.
+//! Sample and frame lines have no `event` key. Values are written with the shortest representation that
 //! reads back as the same f64; JSON has no NaN or infinity, so those become `null`.
 
 use super::ledger::{Batch, Content};
 use crate::codec::GapCause;
+use sensor_drivers::Reading;
 use serde::Serialize;
 use std::io::{self, Write};
 
@@ -24,6 +29,42 @@ struct SampleLine<'a> {
     ch: u16,
     t_us: u64,
     v: f64,
+}
+
+#[derive(Serialize)]
+struct FrameLine<'a> {
+    vehicle: &'a str,
+    run: u32,
+    seq: u64,
+    source: &'a str,
+    t_us: u64,
+    id: u32,
+    flags: u8,
+    len: u8,
+    #[serde(skip_serializing_if = "is_zero")]
+    len8_dlc: u8,
+    data: Hex<'a>,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
+}
+
+/// Lower-case hex without allocating.
+struct Hex<'a>(&'a [u8]);
+
+impl Serialize for Hex<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 128];
+        for (i, b) in self.0.iter().take(64).enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 15)];
+        }
+        let n = 2 * self.0.len().min(64);
+        // Only ASCII hex digits were written.
+        s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+    }
 }
 
 #[derive(Serialize)]
@@ -69,18 +110,31 @@ impl<W: Write> JsonlWriter<W> {
     /// Writes every line of `batch` (buffered; call [`JsonlWriter::flush`] before acknowledging).
     pub fn write_batch(&mut self, b: &Batch) -> io::Result<()> {
         match &b.content {
-            Content::Data { source, samples } => {
-                for s in samples {
-                    let line = SampleLine {
-                        vehicle: &b.vehicle,
-                        run: b.id.run,
-                        seq: b.id.seq,
-                        source,
-                        ch: s.channel,
-                        t_us: s.t_us,
-                        v: s.value,
-                    };
-                    self.line(&line)?;
+            Content::Data { source, readings } => {
+                for r in readings {
+                    match r {
+                        Reading::Value(s) => self.line(&SampleLine {
+                            vehicle: &b.vehicle,
+                            run: b.id.run,
+                            seq: b.id.seq,
+                            source,
+                            ch: s.channel,
+                            t_us: s.t_us,
+                            v: s.value,
+                        })?,
+                        Reading::Frame(f) => self.line(&FrameLine {
+                            vehicle: &b.vehicle,
+                            run: b.id.run,
+                            seq: b.id.seq,
+                            source,
+                            t_us: f.t_us,
+                            id: f.frame.id,
+                            flags: f.frame.flags,
+                            len: f.frame.len,
+                            len8_dlc: f.frame.len8_dlc,
+                            data: Hex(f.frame.payload()),
+                        })?,
+                    }
                 }
                 Ok(())
             }
@@ -132,7 +186,8 @@ impl<W: Write> JsonlWriter<W> {
 mod tests {
     use super::*;
     use crate::codec::{BatchId, GapBody, RunBody};
-    use sensor_drivers::Sample;
+    use sensor_drivers::can::flags;
+    use sensor_drivers::{CanFrame, Sample, TimedFrame};
 
     fn batch(content: Content) -> Batch {
         Batch {
@@ -154,23 +209,61 @@ mod tests {
     fn sample_lines_have_the_documented_shape() {
         let b = batch(Content::Data {
             source: "synth".into(),
-            samples: vec![
-                Sample {
+            readings: vec![
+                Reading::Value(Sample {
                     t_us: 1_700_000_000_001_000,
                     channel: 12,
                     value: 12.5,
-                },
-                Sample {
+                }),
+                Reading::Value(Sample {
                     t_us: 1_700_000_000_002_000,
                     channel: 1,
                     value: f64::NAN,
-                },
+                }),
             ],
         });
         assert_eq!(
             written(&b),
             "{\"vehicle\":\"car-1\",\"run\":3,\"seq\":17,\"source\":\"synth\",\"ch\":12,\"t_us\":1700000000001000,\"v\":12.5}\n\
              {\"vehicle\":\"car-1\",\"run\":3,\"seq\":17,\"source\":\"synth\",\"ch\":1,\"t_us\":1700000000002000,\"v\":null}\n"
+        );
+    }
+
+    #[test]
+    fn frame_lines_have_the_documented_shape() {
+        let f = |frame| {
+            Reading::Frame(TimedFrame {
+                t_us: 1_700_000_000_001_250,
+                frame,
+            })
+        };
+        let b = batch(Content::Data {
+            source: "can0".into(),
+            readings: vec![
+                f(CanFrame::classic(0x123, false, &[10, 11, 12]).expect("valid")),
+                f(CanFrame::classic(0x1abc_def0, true, &[0xff; 8])
+                    .and_then(|c| c.with_len8_dlc(15))
+                    .expect("valid")),
+                f(CanFrame::remote(0x10, false, 4).expect("valid")),
+                f(CanFrame::fd(0x20, false, flags::BRS, &[1; 12]).expect("valid")),
+            ],
+        });
+        let out = written(&b);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "{\"vehicle\":\"car-1\",\"run\":3,\"seq\":17,\"source\":\"can0\",\"t_us\":1700000000001250,\"id\":291,\"flags\":0,\"len\":3,\"data\":\"0a0b0c\"}"
+        );
+        assert!(lines[1].contains("\"id\":448585456,\"flags\":1,\"len\":8,\"len8_dlc\":15,\"data\":\"ffffffffffffffff\""), "{}", lines[1]);
+        assert!(
+            lines[2].contains("\"flags\":2,\"len\":4,\"data\":\"\""),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("\"flags\":24,\"len\":12,\"data\":\"010101010101010101010101\""),
+            "{}",
+            lines[3]
         );
     }
 
@@ -203,7 +296,7 @@ mod tests {
         /// Every finite value reads back bit for bit.
         #[test]
         fn values_round_trip(v in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
-            let b = batch(Content::Data { source: "s".into(), samples: vec![Sample { t_us: 1, channel: 0, value: v }] });
+            let b = batch(Content::Data { source: "s".into(), readings: vec![Reading::Value(Sample { t_us: 1, channel: 0, value: v })] });
             let line = written(&b);
             // Parsed with Rust's exact parser: serde_json's default float parser may be 1 ulp off.
             let text = line.split("\"v\":").nth(1).and_then(|t| t.strip_suffix("}\n")).expect("a v field");
