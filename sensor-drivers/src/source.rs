@@ -250,6 +250,7 @@ pub fn wall_clock_us() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::sample::{Sample, TimedFrame};
     use std::sync::Arc;
