@@ -32,4 +32,9 @@ if [ "${PITLINK_SKIP_FUZZ:-0}" != 1 ]; then
   rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal >/dev/null
   cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
 fi
+
+# SocketCAN tests (scripts/canvm/test.sh): a small Linux guest with vcan and can-utils, cached.
+if [ "${PITLINK_SKIP_CANVM:-0}" != 1 ]; then
+  "$(dirname "$0")/canvm/setup.sh"
+fi
 echo "setup: ok" >&2

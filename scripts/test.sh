@@ -11,6 +11,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# SocketCAN tests on a real kernel, in a small Linux guest (scripts/canvm); their "test result:"
+# lines are counted below with the others.
+scripts/canvm/test.sh 2>&1 | tee -a "$log" || status=$?
 read -r passed failed < <(awk '/^test result:/ {
   for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
 } END { print p + 0, f + 0 }' "$log")
