@@ -20,6 +20,7 @@ pub use codec::{DecodeError, DropCounter, decode_frame, describe_error, encode_f
 pub use filter::{FilterError, IdFilter};
 pub use socket::SocketCanError;
 
+use crate::can::ErrorClass;
 use crate::sample::{Reading, TimedFrame};
 use crate::source::{Backoff, Outlet, wall_clock_us};
 use socket::RxSocket;
@@ -145,6 +146,8 @@ async fn receive(
     let stats = outlet.stats();
     let mut drops = DropCounter::default();
     let mut last_error_class = None;
+    // Overruns are logged at most once a second (a saturated bus overflows every chunk).
+    let (mut unlogged_overruns, mut overrun_logged_us) = (0u64, 0u64);
     let max_chunk = opts.max_chunk.max(1);
     loop {
         let batch = tokio::select! {
@@ -161,10 +164,16 @@ async fn receive(
             }
             match rx.decode() {
                 Ok(frame) => {
-                    if frame.is_error() && last_error_class != Some(frame.id) {
-                        last_error_class = Some(frame.id);
+                    if frame.is_error() {
                         let what = describe_error(&frame);
-                        tracing::warn!("{what}");
+                        if last_error_class != Some(frame.id) {
+                            last_error_class = Some(frame.id);
+                            if frame.id & ErrorClass::BusOff.mask() != 0 {
+                                tracing::warn!("{what}");
+                            } else {
+                                tracing::debug!("{what}");
+                            }
+                        }
                         stats.set_error(what);
                     }
                     readings.push(Reading::Frame(TimedFrame {
@@ -179,8 +188,15 @@ async fn receive(
             }
         }
         if lost > 0 {
-            tracing::warn!(lost, "kernel receive queue overflowed");
             stats.overrun(lost);
+            unlogged_overruns += lost;
+            if read_us.saturating_sub(overrun_logged_us) >= 1_000_000 {
+                tracing::warn!(
+                    lost = unlogged_overruns,
+                    "kernel receive queue overflowed: frames lost"
+                );
+                (unlogged_overruns, overrun_logged_us) = (0, read_us);
+            }
         }
         if batch.control_truncated {
             stats.set_error("control data of a received frame was truncated (timestamp lost)");
