@@ -134,8 +134,8 @@ pub enum CandumpError {
     ClassicTooLong(usize),
     #[error("error frame with {0} data bytes (at most 8)")]
     ErrorTooLong(usize),
-    #[error("CAN FD frame with more than 64 data bytes")]
-    FdTooLong,
+    #[error("data has more than 64 bytes")]
+    DataTooLong,
     #[error("FD length {0} is not a valid CAN FD length (0-8, 12, 16, 20, 24, 32, 48, 64)")]
     FdLen(usize),
     #[error("CAN FD frame has no flags digit after '##'")]
@@ -447,7 +447,7 @@ fn parse_data(
             });
         }
         if n == MAX_FD_LEN {
-            return Err(CandumpError::FdTooLong);
+            return Err(CandumpError::DataTooLong);
         }
         data[n] = (hi << 4) | lo;
         n += 1;

@@ -158,6 +158,11 @@ impl Run<'_> {
                 if line_no <= skip {
                     continue;
                 }
+                if line.len() > MAX_LINE {
+                    self.malformed(line_no, &format!("longer than {MAX_LINE} bytes"));
+                    *done = line_no;
+                    continue;
+                }
                 if let Flow::Cancelled = self.line(line_no, &buf[line]).await {
                     return Ok(Flow::Cancelled);
                 }

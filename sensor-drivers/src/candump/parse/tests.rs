@@ -148,7 +148,10 @@ fn malformed_frames_say_what_is_wrong() {
     assert!(err("(1.0) can0 123##G").contains("not a hex digit"));
     assert!(err("(1.0) can0").contains("no frame after the interface name 'can0'"));
     assert!(err("(1.0)").contains("no interface name"));
-    assert!(err(&format!("(1.0) can0 123##0{}", "00".repeat(65))).contains("more than 64"));
+    assert!(
+        err(&format!("(1.0) can0 123##0{}", "00".repeat(65)))
+            .contains("data has more than 64 bytes")
+    );
     assert!(err("hello world").starts_with("not a log line"));
 }
 
