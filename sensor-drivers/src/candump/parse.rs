@@ -352,7 +352,7 @@ pub fn parse_frame(text: &str) -> Result<CanFrame, CandumpError> {
                 fl |= flags::ESI;
             }
             i += 2;
-            let (len, end) = parse_data(b, i, &mut data)?;
+            let (len, end) = parse_data(text, i, &mut data)?;
             if end != b.len() {
                 return Err(CandumpError::Len8Dlc(quote(&text[end..])));
             }
@@ -390,7 +390,7 @@ pub fn parse_frame(text: &str) -> Result<CanFrame, CandumpError> {
             })
         }
         _ => {
-            let (len, end) = parse_data(b, i, &mut data)?;
+            let (len, end) = parse_data(text, i, &mut data)?;
             let max = MAX_CLASSIC_LEN as u8;
             if len > max {
                 return Err(if fl & flags::ERROR != 0 {
@@ -417,10 +417,13 @@ pub fn parse_frame(text: &str) -> Result<CanFrame, CandumpError> {
 
 /// Hex data from `i` up to the end or a `_`; returns the byte count and where it stopped.
 fn parse_data(
-    b: &[u8],
+    text: &str,
     mut i: usize,
     data: &mut [u8; MAX_FD_LEN],
 ) -> Result<(u8, usize), CandumpError> {
+    let b = text.as_bytes();
+    // The character at byte `at` (a non-ASCII one spans several bytes).
+    let char_at = |at: usize| text.get(at..).and_then(|t| t.chars().next()).unwrap_or('?');
     let mut n = 0usize;
     while i < b.len() {
         let c = b[i];
@@ -433,7 +436,7 @@ fn parse_data(
         }
         let hi = HEX[usize::from(c)];
         if hi == NOT_HEX {
-            return Err(CandumpError::DataNotHex(char::from(c), i));
+            return Err(CandumpError::DataNotHex(char_at(i), i));
         }
         let Some(&c2) = b.get(i + 1) else {
             return Err(CandumpError::OddHex);
@@ -443,7 +446,7 @@ fn parse_data(
             return Err(match c2 {
                 b'_' => CandumpError::OddHex,
                 b'.' => CandumpError::MisplacedDot(i + 1),
-                _ => CandumpError::DataNotHex(char::from(c2), i + 1),
+                _ => CandumpError::DataNotHex(char_at(i + 1), i + 1),
             });
         }
         if n == MAX_FD_LEN {

@@ -134,7 +134,8 @@ fn malformed_frames_say_what_is_wrong() {
         err("(1.0) can0 123#112233445566778899"),
         "classic frame with 9 data bytes (at most 8)"
     );
-    assert!(err("(1.0) can0 123#11G2").contains("non-hex character 'G'"));
+    assert!(err("(1.0) can0 123#11G2").contains("non-hex character 'G' at byte 6"));
+    assert!(err("(1.0) can0 123#1\u{e9}").contains("non-hex character '\u{e9}' at byte 5"));
     assert!(err("(1.0) can0 123#1.1").contains("'.' separator inside a data byte"));
     assert!(err("(1.0) can0 1234#11").contains("4 hex digits"));
     assert!(err("(1.0) can0 800#11").contains("does not fit in 11 bits"));
