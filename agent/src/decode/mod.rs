@@ -34,10 +34,12 @@ const SHOWN_ERRORS: u64 = 20;
 /// What a decode run saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Frames decoded and written.
     pub decoded: u64,
     /// Frames whose identifier the DBC does not define, and how many identifiers those were.
     pub unknown_frames: u64,
     pub unknown_ids: u64,
+    /// Lines that are neither frames, comments nor `DROPCOUNT` lines.
     pub malformed_lines: u64,
     /// Remote and error frames (nothing to decode).
     pub not_data: u64,
@@ -132,6 +134,7 @@ pub fn run(args: &DecodeArgs) -> Result<ExitCode> {
 /// How [`decode_log`] writes.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// JSON objects instead of text lines.
     pub json: bool,
     /// Interfaces to decode (empty: all).
     pub interfaces: Vec<String>,

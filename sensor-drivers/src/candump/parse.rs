@@ -18,6 +18,7 @@ const CANFD_ESI: u8 = 0x02;
 /// A log timestamp: seconds and nanoseconds, as written (no float on the way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp {
+    /// Whole seconds.
     pub secs: u64,
     /// 0..1_000_000_000.
     pub nanos: u32,
@@ -63,12 +64,14 @@ pub enum Direction {
 /// One frame line of a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoggedFrame<'a> {
+    /// The recorded time, exactly as written (see [`Timestamp::as_micros`]).
     pub timestamp: Timestamp,
     /// The timestamp as written between the parentheses (e.g. `46408.584930`).
     pub timestamp_text: &'a str,
     /// The interface name, without the padding candump may add.
     pub iface: &'a str,
     pub frame: CanFrame,
+    /// The trailing `T`/`R` flag, when the line has one.
     pub direction: Option<Direction>,
 }
 

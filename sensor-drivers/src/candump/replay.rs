@@ -76,6 +76,7 @@ pub struct Pacer {
 }
 
 impl Pacer {
+    /// A pacer whose first frame will be due at once.
     pub fn new(speed: Speed) -> Pacer {
         Pacer {
             speed,

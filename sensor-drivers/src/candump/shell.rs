@@ -15,6 +15,7 @@ use tracing::Instrument;
 pub struct ReplayOptions {
     /// The `candump -l` / `-L` log file.
     pub path: PathBuf,
+    /// Recorded pace, a multiple of it, or flat out.
     pub speed: Speed,
     /// Start over at the end of the log (timestamps keep increasing).
     pub looping: bool,

@@ -107,6 +107,7 @@ pub struct Message {
     pub name: String,
     /// Identifier without flag bits (11 or 29 bits).
     pub id: u32,
+    /// 29-bit identifier (`BO_` id with bit 31 set in the DBC).
     pub extended: bool,
     /// Length in bytes per the DBC (CAN FD messages: up to 64).
     pub size: u16,

@@ -76,6 +76,7 @@ pub struct MuxCondition {
 }
 
 impl MuxCondition {
+    /// Whether multiplexer value `value` selects the signal.
     pub fn selects(&self, value: u64) -> bool {
         self.ranges
             .iter()
@@ -87,6 +88,7 @@ impl MuxCondition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignalDef {
     pub name: String,
+    /// Unit text of the DBC (may be empty).
     pub unit: String,
     /// Start bit as the DBC gives it (LSB for Intel, MSB in sawtooth numbering for Motorola).
     pub start_bit: u16,
@@ -94,6 +96,7 @@ pub struct SignalDef {
     pub size: u8,
     pub byte_order: ByteOrder,
     pub kind: ValueKind,
+    /// Physical value = raw × factor + offset.
     pub factor: f64,
     pub offset: f64,
     /// When the signal is multiplexed: what selects it.
