@@ -54,6 +54,8 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
     },
+    /// Decode a candump log with a DBC: one line (or JSON object) per decoded frame.
+    Decode(crate::decode::DecodeArgs),
     /// Measure: one JSON object of figures per benchmark, timings beside a same-run baseline.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -241,6 +243,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Decode(a) => crate::decode::run(&a),
         Command::Run => {
             let cfg = match load_config(&cli.config) {
                 Ok(c) => c,

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod daemon;
+pub mod decode;
 pub mod demo;
 pub mod diag;
 pub mod mqtt;

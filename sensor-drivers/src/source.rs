@@ -249,6 +249,7 @@ pub fn wall_clock_us() -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
