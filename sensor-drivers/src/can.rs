@@ -265,7 +265,10 @@ mod payload {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; MAX_FD_LEN], D::Error> {
         let v: &[u8] = <&[u8]>::deserialize(d)?;
         if v.len() > MAX_FD_LEN {
-            return Err(serde::de::Error::invalid_length(v.len(), &"at most 64 bytes"));
+            return Err(serde::de::Error::invalid_length(
+                v.len(),
+                &"at most 64 bytes",
+            ));
         }
         let mut data = [0u8; MAX_FD_LEN];
         data[..v.len()].copy_from_slice(v);
@@ -274,6 +277,7 @@ mod payload {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -282,7 +286,10 @@ mod tests {
         assert!(CanFrame::classic(0x7ff, false, &[1, 2]).is_ok());
         assert_eq!(
             CanFrame::classic(0x800, false, &[]),
-            Err(FrameError::IdRange { id: 0x800, bits: 11 })
+            Err(FrameError::IdRange {
+                id: 0x800,
+                bits: 11
+            })
         );
         assert!(CanFrame::classic(0x1fff_ffff, true, &[0; 8]).is_ok());
         assert!(CanFrame::classic(1, false, &[0; 9]).is_err());
