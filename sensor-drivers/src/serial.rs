@@ -275,10 +275,6 @@ impl<P: Protocol> Session<'_, P> {
 
     fn deliver(&mut self, out: &mut Output<P::Error>) -> Result<(), DeviceError> {
         let stats = self.outlet.stats();
-        if !out.readings.is_empty() {
-            let readings = std::mem::take(&mut out.readings);
-            self.outlet.emit(wall_clock_us(), readings);
-        }
         if let Some(last) = out.errors.last() {
             debug!(error = %last, count = out.errors.len(), "input rejected");
             stats.parse_error(out.errors.len() as u64, last);
@@ -291,6 +287,11 @@ impl<P: Protocol> Session<'_, P> {
         if out.ignored > 0 {
             stats.ignore(out.ignored);
             out.ignored = 0;
+        }
+        // Counted before the readings go out, so whoever sees a reading sees its counts.
+        if !out.readings.is_empty() {
+            let readings = std::mem::take(&mut out.readings);
+            self.outlet.emit(wall_clock_us(), readings);
         }
         match out.fatal.take() {
             Some(e) => Err(DeviceError::Protocol(e.to_string())),
