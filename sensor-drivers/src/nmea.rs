@@ -291,9 +291,19 @@ impl NmeaDecoder {
             sentence: clip(line),
             message: e.to_string(),
         })?;
+        let bad = |message: String| NmeaError::Parse {
+            sentence: clip(line),
+            message,
+        };
         match parsed {
-            ParseResult::RMC(rmc) => self.merge(rmc.fix_time, Some(rmc), None, now_us, out),
-            ParseResult::GGA(gga) => self.merge(gga.fix_time, None, Some(gga), now_us, out),
+            ParseResult::RMC(rmc) => {
+                check_position(rmc.lat, rmc.lon).map_err(bad)?;
+                self.merge(rmc.fix_time, Some(rmc), None, now_us, out);
+            }
+            ParseResult::GGA(gga) => {
+                check_position(gga.latitude, gga.longitude).map_err(bad)?;
+                self.merge(gga.fix_time, None, Some(gga), now_us, out);
+            }
             _ => out.ignored += 1,
         }
         Ok(())
@@ -416,6 +426,22 @@ impl NmeaDecoder {
             self.flush(out);
         }
     }
+}
+
+/// The `nmea` crate accepts any number of minutes (and `nan`), so `ddmm.mm` can exceed a valid
+/// coordinate; such a sentence is rejected rather than stored as a position.
+fn check_position(lat: Option<f64>, lon: Option<f64>) -> Result<(), String> {
+    if let Some(lat) = lat
+        && !(-90.0..=90.0).contains(&lat)
+    {
+        return Err(format!("latitude {lat} is not within ±90°"));
+    }
+    if let Some(lon) = lon
+        && !(-180.0..=180.0).contains(&lon)
+    {
+        return Err(format!("longitude {lon} is not within ±180°"));
+    }
+    Ok(())
 }
 
 /// The `nmea` crate gives some fields as `f32`; its shortest decimal form is what the receiver

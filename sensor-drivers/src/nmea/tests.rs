@@ -283,6 +283,25 @@ fn checksum_errors_are_counted_and_proprietary_sentences_ignored() {
 }
 
 #[test]
+fn coordinates_out_of_range_are_rejected() {
+    let lat = GGA.replace("4807.038", "9507.038");
+    let lon = RMC.replace("01131.000", "18131.000");
+    let nan = GGA.replace("4807.038", "48nan");
+    let input = [
+        with_checksum(&lat),
+        with_checksum(&lon),
+        with_checksum(&nan),
+    ]
+    .concat();
+    let out = decode_all(input.as_bytes());
+    assert!(out.fixes.is_empty());
+    let msgs: Vec<String> = out.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert!(msgs[0].contains("latitude 95.11"), "{}", msgs[0]);
+    assert!(msgs[1].contains("longitude 181.51"), "{}", msgs[1]);
+}
+
+#[test]
 fn rmc_and_gga_of_one_epoch_merge_in_either_order() {
     for order in [[RMC, GGA], [GGA, RMC]] {
         let input: String = order.iter().map(|s| with_checksum(s)).collect();
