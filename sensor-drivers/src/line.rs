@@ -131,6 +131,7 @@ impl LineSpec {
         &self.fields
     }
 
+    /// The field delimiter (`' '` means any run of spaces and tabs).
     pub fn delimiter(&self) -> char {
         self.delimiter as char
     }
@@ -241,6 +242,7 @@ pub struct LineSensor {
 }
 
 impl LineSensor {
+    /// A core reading lines of at most `max_line` bytes as `spec` says.
     pub fn new(spec: LineSpec, max_line: usize) -> Self {
         LineSensor {
             spec,
@@ -252,6 +254,7 @@ impl LineSensor {
         }
     }
 
+    /// How lines are read.
     pub fn spec(&self) -> &LineSpec {
         &self.spec
     }

@@ -198,6 +198,7 @@ fn clip(line: &[u8]) -> String {
 }
 
 impl NmeaDecoder {
+    /// A decoder expecting a fresh stream (its first line may be a fragment).
     pub fn new() -> Self {
         NmeaDecoder {
             splitter: LineSplitter::new(MAX_LINE, b"\r\n"),
@@ -479,6 +480,7 @@ pub struct Nmea {
 }
 
 impl Nmea {
+    /// A new NMEA protocol core.
     pub fn new() -> Self {
         Nmea::default()
     }
