@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut cfg = SlcanConfig::new(port, Bitrate::K500);
     cfg.status_poll = Some(std::time::Duration::from_millis(10));
+    cfg.timestamps = true;
     let mut core = Slcan::new(&cfg);
     let mut out = Output::default();
     let mut tx = Vec::new();

@@ -628,14 +628,14 @@ pub struct SlcanConfig {
 }
 
 impl SlcanConfig {
-    /// Defaults: listen-only, timestamps on, 1 s reply timeout, no status polling.
+    /// Defaults: listen-only, no adapter timestamps, 1 s reply timeout, no status polling.
     pub fn new(port: PortSpec, bitrate: Bitrate) -> Self {
         SlcanConfig {
             port,
             bitrate,
             data_bitrate: None,
             listen_only: true,
-            timestamps: true,
+            timestamps: false,
             reply_timeout: Duration::from_secs(1),
             status_poll: None,
         }

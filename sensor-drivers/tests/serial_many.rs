@@ -90,7 +90,8 @@ async fn ten_devices_at_once_lose_nothing() {
     }
     for i in LINES..LINES + ADAPTERS {
         let pty = Pty::open(true);
-        let cfg = SlcanConfig::new(port(&pty), Bitrate::K500);
+        let mut cfg = SlcanConfig::new(port(&pty), Bitrate::K500);
+        cfg.timestamps = i % 2 == 0;
         sources.spawn(slcan::run(cfg, outlet(i), quick_backoff(), cancel.clone()));
         let sim = Sim::spawn(pty.master, SimAdapter::default());
         let slave = pty.slave;

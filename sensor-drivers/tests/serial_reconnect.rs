@@ -71,13 +71,14 @@ async fn an_slcan_adapter_is_set_up_again_after_replug() {
     let sim = Sim::spawn(first.master, SimAdapter::default());
     let (out, stats, mut rx) = outlet(0, 64);
     let cancel = CancellationToken::new();
-    let cfg = SlcanConfig::new(
+    let mut cfg = SlcanConfig::new(
         PortSpec {
             path: link.clone(),
             baud: 115_200,
         },
         Bitrate::M1,
     );
+    cfg.timestamps = true;
     let task = tokio::spawn(slcan::run(cfg, out, quick_backoff(), cancel.clone()));
     wait_for("the first adapter to be open", || stats.is_connected()).await;
     let frame = CanFrame::classic(0x7e8, false, &[1, 2, 3]).unwrap();

@@ -50,13 +50,15 @@ async fn open_puts_a_pty_slave_in_raw_mode() {
 }
 
 fn config(path: &std::path::Path) -> SlcanConfig {
-    SlcanConfig::new(
+    let mut c = SlcanConfig::new(
         PortSpec {
             path: path.to_path_buf(),
             baud: 115_200,
         },
         Bitrate::K500,
-    )
+    );
+    c.timestamps = true;
+    c
 }
 
 fn frames(n: usize, first_ts: u16, step_ms: u16) -> Vec<(CanFrame, u16)> {

@@ -213,13 +213,15 @@ fn timestamps_unwrap_across_wraps_and_long_silences() {
 }
 
 fn cfg() -> SlcanConfig {
-    SlcanConfig::new(
+    let mut c = SlcanConfig::new(
         PortSpec {
             path: "/dev/null".into(),
             baud: 115_200,
         },
         Bitrate::K500,
-    )
+    );
+    c.timestamps = true;
+    c
 }
 
 fn sent(core: &mut Slcan) -> String {
