@@ -353,6 +353,23 @@ fn fixes_are_emitted_when_complete_at_the_next_epoch_or_at_the_deadline() {
 }
 
 #[test]
+fn epochs_at_25_hz_stay_apart() {
+    let mut input = String::new();
+    for k in 0..50u32 {
+        let cs = k * 4;
+        let t = format!("1235{:02}.{:02}", 19 + cs / 100, cs % 100);
+        input += &with_checksum(&GGA.replace("123519.00", &t));
+        input += &with_checksum(&RMC.replace("123519.00", &t));
+    }
+    let out = decode_all(input.as_bytes());
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let t: Vec<u64> = out.fixes.iter().map(|f| f.utc_us.unwrap()).collect();
+    assert_eq!(t.len(), 50);
+    assert!(t.windows(2).all(|w| w[1] - w[0] == 40_000), "{t:?}");
+    assert_eq!(t[0], utc(1994, 3, 23, 12, 35, 19, 0));
+}
+
+#[test]
 fn an_invalid_rmc_gives_no_position() {
     let v = "GPRMC,123519.00,V,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W";
     let out = decode_all(with_checksum(v).as_bytes());
