@@ -7,7 +7,7 @@
 //! [`SourceStats`], and reopens a vanished device with [`Backoff`] instead of giving up.
 //!
 //! Sources: [`synthetic`] generator, [`candump`] log replay, [`slcan`] adapters, [`socketcan`]
-//! interfaces, [`nmea`] GPS receivers and [`line`] sensors on serial ports. [`dbc`] decodes CAN
+//! interfaces, [`nmea`] GPS receivers and [`line`](mod@line) sensors on serial ports. [`dbc`] decodes CAN
 //! frames into named physical signals.
 
 pub mod can;

@@ -57,6 +57,10 @@ pub struct SourceCounters {
     pub readings: u64,
     /// Input that could not be parsed (counted, never fatal).
     pub parse_errors: u64,
+    /// Input skipped on purpose (sentence types a source does not use, a fragment right after
+    /// the device was opened); not an error.
+    #[serde(default)]
+    pub ignored: u64,
     /// Readings the source had to drop because the agent could not keep up.
     pub drops: u64,
     /// Readings lost before the source saw them (kernel receive queue, adapter buffer overrun).

@@ -28,6 +28,7 @@ pub struct Chunk {
 pub struct SourceStats {
     readings: AtomicU64,
     parse_errors: AtomicU64,
+    ignored: AtomicU64,
     drops: AtomicU64,
     overruns: AtomicU64,
     reconnects: AtomicU64,
@@ -40,6 +41,9 @@ pub struct SourceStats {
 impl SourceStats {
     pub fn readings(&self) -> u64 {
         self.readings.load(Ordering::Relaxed)
+    }
+    pub fn ignored(&self) -> u64 {
+        self.ignored.load(Ordering::Relaxed)
     }
     pub fn drops(&self) -> u64 {
         self.drops.load(Ordering::Relaxed)
@@ -61,6 +65,10 @@ impl SourceStats {
     pub fn parse_error(&self, n: u64, why: impl std::fmt::Display) {
         self.parse_errors.fetch_add(n, Ordering::Relaxed);
         self.set_error(why);
+    }
+    /// Counts `n` inputs skipped on purpose (unused sentence types, a fragment after opening).
+    pub fn ignore(&self, n: u64) {
+        self.ignored.fetch_add(n, Ordering::Relaxed);
     }
     /// Counts readings lost before the source saw them (kernel or adapter overrun).
     pub fn overrun(&self, n: u64) {
@@ -96,6 +104,7 @@ impl SourceStats {
         SourceCounters {
             readings: self.readings(),
             parse_errors: self.parse_errors(),
+            ignored: self.ignored(),
             drops: self.drops(),
             overruns: self.overruns(),
             reconnects: self.reconnects(),
