@@ -86,19 +86,11 @@ fn candump_replay_arrives_exactly_once_and_unchanged() -> Result<()> {
     )?;
     let mut d = start_daemon(dir.path(), &cfg)?;
     let n = want.len() as u64;
-    wait_status(
-        &mut d,
-        &dir.path().join("pitlink.sock"),
-        Duration::from_secs(60),
-        "the whole log replayed and delivered",
-        |st| {
-            st.sources[0].counters.readings == n
-                && st.queue.stats.undelivered == 0
-                && st.queue.stats.delivered_batches > 0
-        },
-    )?;
+    // A replay that does not loop ends; with every source finished the daemon delivers what it
+    // queued and exits on its own.
+    d.wait_log("core stopped", Duration::from_secs(60))?;
     let end = stop_daemon(&mut d, Duration::from_secs(10))?;
-    assert_eq!((end.generated, end.dropped), (n, 0));
+    assert_eq!((end.generated, end.dropped, end.undelivered), (n, 0, 0));
     stop_receiver_when_quiet(&mut rx, &out, Duration::from_secs(1))?;
 
     let got = read_frames(&out)?;

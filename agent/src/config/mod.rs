@@ -189,19 +189,6 @@ pub enum ReplayWord {
     Max,
 }
 
-/// A SocketCAN receive filter: a frame passes when `frame_id & mask == id & mask`
-/// (or fails it, with `invert`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CanFilterConfig {
-    pub id: u32,
-    pub mask: u32,
-    #[serde(default)]
-    pub extended: bool,
-    #[serde(default)]
-    pub invert: bool,
-}
-
 /// One `[[sources]]` table. Which keys apply depends on `kind` (see docs/configuration.md);
 /// a key that does not apply to the kind is an error, not silently ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,7 +217,7 @@ pub struct SourceConfig {
     /// socketcan: open a CAN FD socket so FD frames arrive too (default true).
     pub fd: Option<bool>,
     /// socketcan: receive filters (default: everything).
-    pub filters: Option<Vec<CanFilterConfig>>,
+    pub filters: Option<Vec<sensor_drivers::socketcan::IdFilter>>,
     /// socketcan: socket receive buffer in KiB (default: the kernel's).
     pub rcvbuf_kb: Option<u32>,
     /// slcan, nmea, line: the serial device (`/dev/ttyACM0`, `/dev/serial/by-id/...`).
@@ -345,6 +332,18 @@ impl SourceConfig {
             .collect()
     }
 
+    /// The line sensor's channel map and delimiter.
+    pub fn line_spec(
+        &self,
+    ) -> Result<sensor_drivers::line::LineSpec, sensor_drivers::line::SpecError> {
+        let delimiter = self
+            .delimiter
+            .as_deref()
+            .and_then(|d| d.chars().next())
+            .unwrap_or(',');
+        sensor_drivers::line::LineSpec::new(&self.line_fields(), delimiter)
+    }
+
     /// A short description of what the source reads, for status output.
     pub fn describe(&self) -> String {
         match self.kind {
@@ -445,17 +444,8 @@ impl SourceConfig {
                     ));
                 }
                 for (j, f) in self.filters.iter().flatten().enumerate() {
-                    let bits = if f.extended { 0x1fff_ffff } else { 0x7ff };
-                    if f.id & !bits != 0 || f.mask & !bits != 0 {
-                        return Err((
-                            vec![K("sources"), I(i), K("filters"), I(j)],
-                            format!(
-                                "filter id {:#x} / mask {:#x} do not fit {} identifier (at most {bits:#x})",
-                                f.id,
-                                f.mask,
-                                if f.extended { "a 29-bit" } else { "an 11-bit" }
-                            ),
-                        ));
+                    if let Err(e) = f.to_kernel() {
+                        return Err((vec![K("sources"), I(i), K("filters"), I(j)], e.to_string()));
                     }
                 }
                 range(self.rcvbuf_kb.map(u64::from), "rcvbuf_kb", 1, 1 << 20)?;
@@ -465,13 +455,13 @@ impl SourceConfig {
                 range(self.baud.map(u64::from), "baud", 50, 4_000_000)?;
                 if self.kind == SourceKind::Slcan
                     && let Some(b) = self.bitrate
-                    && !SLCAN_BITRATES_KBIT.contains(&b)
+                    && !slcan_bitrates_kbit().contains(&b)
                 {
                     return Err((
                         vec![K("sources"), I(i), K("bitrate")],
                         format!(
                             "bitrate = {b} kbit/s is not an slcan rate; allowed: {:?}",
-                            SLCAN_BITRATES_KBIT
+                            slcan_bitrates_kbit()
                         ),
                     ));
                 }
@@ -481,24 +471,10 @@ impl SourceConfig {
                         "fields",
                         "field names in order, e.g. \"t_ms,oil_temp,oil_pressure\"",
                     )?;
-                    let fields = self.line_fields();
-                    let named: Vec<&String> = fields.iter().filter(|f| *f != "-").collect();
-                    if fields.iter().any(|f| f.is_empty()) {
+                    if self.line_fields().iter().any(|f| f.is_empty()) {
                         return Err((
                             vec![K("sources"), I(i), K("fields")],
                             "fields has an empty name; use '-' to skip a field".into(),
-                        ));
-                    }
-                    if named.iter().filter(|f| is_clock_field(f)).count() > 1 {
-                        return Err((
-                            vec![K("sources"), I(i), K("fields")],
-                            "fields names more than one device clock (t_ms or t_us)".into(),
-                        ));
-                    }
-                    if !named.iter().any(|f| !is_clock_field(f)) {
-                        return Err((
-                            vec![K("sources"), I(i), K("fields")],
-                            "fields names no value channel; name at least one field that is not t_ms, t_us or -".into(),
                         ));
                     }
                     if let Some(d) = &self.delimiter
@@ -509,6 +485,13 @@ impl SourceConfig {
                             format!("delimiter = {d:?} must be exactly one character"),
                         ));
                     }
+                    if let Err(e) = self.line_spec() {
+                        let key = match e {
+                            sensor_drivers::line::SpecError::Delimiter(_) => "delimiter",
+                            _ => "fields",
+                        };
+                        return Err((vec![K("sources"), I(i), K(key)], e.to_string()));
+                    }
                 }
             }
         }
@@ -517,10 +500,11 @@ impl SourceConfig {
 }
 
 /// The bit rates of the slcan `S0`..`S8` commands, in kbit/s.
-pub const SLCAN_BITRATES_KBIT: [u32; 9] = [10, 20, 50, 100, 125, 250, 500, 800, 1000];
-
-fn is_clock_field(f: &str) -> bool {
-    f == "t_ms" || f == "t_us"
+pub fn slcan_bitrates_kbit() -> Vec<u32> {
+    sensor_drivers::slcan::Bitrate::ALL
+        .iter()
+        .map(|b| b.bps() / 1000)
+        .collect()
 }
 
 impl Config {

@@ -293,7 +293,7 @@ fn source_requirements_are_checked() {
         ("kind = \"line\"\ndevice = \"/dev/x\"", "needs 'fields'"),
         (
             "kind = \"line\"\ndevice = \"/dev/x\"\nfields = \"t_ms,-\"",
-            "no value channel",
+            "names no value channel",
         ),
         (
             "kind = \"line\"\ndevice = \"/dev/x\"\nfields = \"a,,b\"",
@@ -309,7 +309,7 @@ fn source_requirements_are_checked() {
         ),
         (
             "kind = \"socketcan\"\ninterface = \"can0\"\nfilters = [{ id = 0x800, mask = 0x7ff }]",
-            "do not fit an 11-bit identifier",
+            "does not fit in 11 bits",
         ),
     ];
     for (body, want) in cases {
