@@ -109,6 +109,28 @@ pub enum BenchCmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// CAN ingest: a candump log replayed (looped) through source → batcher → codec → queue
+    /// with group commit, flat out, then paced at a fixed frame rate for CPU and memory.
+    Ingest {
+        /// Print one JSON object only (without it: a summary on stderr, the JSON pretty on stdout).
+        #[arg(long)]
+        json: bool,
+        /// The candump log to replay (default: the RAV4 capture in ../shared/data).
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Directory for the queue (default: the system temp directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Length of the flat-out phase.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        flat_out: Duration,
+        /// Frames per second of the paced phase.
+        #[arg(long, default_value_t = 160_000)]
+        rate: u64,
+        /// Length of the paced phase.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        paced: Duration,
+    },
     /// Child of `bench queue`: writes the queue that is SIGKILLed for the recovery figure.
     #[command(hide = true)]
     QueueWriter {
@@ -355,6 +377,34 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 eprint!("{}", crate::bench::crash::render(&r));
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::Ingest {
+            json,
+            input,
+            dir,
+            flat_out,
+            rate,
+            paced,
+        }) => {
+            let input = match input {
+                Some(p) => p,
+                None => crate::bench::ingest::default_input()?,
+            };
+            let r = crate::bench::ingest::ingest(&crate::bench::ingest::IngestOptions {
+                input,
+                dir,
+                flat_out,
+                paced_rate: rate.max(1),
+                paced,
+                window: Duration::from_millis(100),
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                eprint!("{}", crate::bench::ingest::render(&r));
                 println!("{}", serde_json::to_string_pretty(&r)?);
             }
             Ok(ExitCode::SUCCESS)

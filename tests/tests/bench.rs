@@ -116,3 +116,44 @@ fn queue_bench_reports_every_field() -> Result<()> {
     assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
     Ok(())
 }
+
+#[test]
+fn ingest_bench_queues_every_frame_its_source_hands_over() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dir_s = dir.path().to_str().context("utf-8 path")?;
+    let r = bench_json(&[
+        "ingest",
+        "--flat-out",
+        "1s",
+        "--paced",
+        "1s",
+        "--rate",
+        "20000",
+        "--dir",
+        dir_s,
+    ])?;
+    assert_eq!(u(&r, "log_frames"), 8977, "the RAV4 capture: {r}");
+    assert!(u(&r, "flat_out_frames") > 0, "{r}");
+    assert_eq!(
+        u(&r, "flat_out_frames"),
+        u(&r, "flat_out_source_frames"),
+        "{r}"
+    );
+    assert_eq!(u(&r, "paced_frames"), u(&r, "paced_source_frames"), "{r}");
+    assert_eq!(u(&r, "paced_rate"), 20_000);
+    u(&r, "dropped_frames");
+    for k in [
+        "parse_frames_per_s",
+        "max_frames_per_s",
+        "ratio_to_parse",
+        "cpu_fraction_at_160k",
+        "rss_mib_at_160k",
+        "paced_achieved_frames_per_s",
+        "queue_bytes_per_frame",
+    ] {
+        assert!(f(&r, k) > 0.0, "{k} in {r}");
+    }
+    // The scratch queues are removed at the end.
+    assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+    Ok(())
+}

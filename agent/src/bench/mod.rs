@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod crash;
+pub mod ingest;
 #[cfg(feature = "sled-peer")]
 mod sled_peer;
 
