@@ -14,9 +14,18 @@ cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 # SocketCAN tests on a real kernel, in a small Linux guest (scripts/canvm); their "test result:"
 # lines are counted below with the others.
 scripts/canvm/test.sh 2>&1 | tee -a "$log" || status=$?
+# Every fuzz target for a short while (scripts/fuzz.sh); a crash fails the run.
+fuzz_line="fuzz: skipped (PITLINK_SKIP_FUZZ=1)"
+if [ "${PITLINK_SKIP_FUZZ:-0}" != 1 ]; then
+  fuzz_log=$(mktemp)
+  FUZZ_SECONDS=${FUZZ_SECONDS:-15} scripts/fuzz.sh 2>&1 | tee "$fuzz_log" || status=$?
+  fuzz_line=$(grep '^fuzz: [0-9]* targets' "$fuzz_log" | tail -1 || echo "fuzz: did not finish")
+  rm -f "$fuzz_log"
+fi
 read -r passed failed < <(awk '/^test result:/ {
   for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
 } END { print p + 0, f + 0 }' "$log")
 echo
+echo "$fuzz_line"
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$status"
