@@ -260,7 +260,6 @@ pub fn wall_clock_us() -> u64 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::sample::{Sample, TimedFrame};
     use std::sync::Arc;
