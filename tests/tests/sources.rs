@@ -59,6 +59,32 @@ fn oracle(log: &Path) -> Result<Vec<(u64, u32, bool, String)>> {
     Ok(out)
 }
 
+/// A broker, a receiver and a daemon whose only source is `source_toml`, all in `dir`.
+struct Rig {
+    _broker: Mosquitto,
+    rx: Proc,
+    d: Proc,
+    out: std::path::PathBuf,
+}
+
+fn start_rig(dir: &Path, vehicle: &str, source_toml: String) -> Result<Rig> {
+    let broker = Mosquitto::start(&dir.join("broker"), BrokerOptions::default())?;
+    let out = dir.join("received.jsonl");
+    let rx = start_receiver(dir, broker.socket(), &out, "60s")?;
+    let knobs = ConfigKnobs {
+        extra_sources: source_toml,
+        ..ConfigKnobs::default()
+    };
+    let cfg = write_config_with(dir, vehicle, broker.socket(), &["wwan0"], &[], &knobs)?;
+    let d = start_daemon(dir, &cfg)?;
+    Ok(Rig {
+        _broker: broker,
+        rx,
+        d,
+        out,
+    })
+}
+
 #[test]
 fn candump_replay_arrives_exactly_once_and_unchanged() -> Result<()> {
     let log = shared_data().join("candump/comma2k19_rav4_2017_can0_10s.log");
@@ -66,25 +92,19 @@ fn candump_replay_arrives_exactly_once_and_unchanged() -> Result<()> {
     assert_eq!(want.len(), 8977, "the capture's documented frame count");
 
     let dir = tempfile::tempdir()?;
-    let broker = Mosquitto::start(&dir.path().join("broker"), BrokerOptions::default())?;
-    let out = dir.path().join("received.jsonl");
-    let mut rx = start_receiver(dir.path(), broker.socket(), &out, "60s")?;
-    let knobs = ConfigKnobs {
-        extra_sources: format!(
+    let Rig {
+        _broker,
+        mut rx,
+        mut d,
+        out,
+    } = start_rig(
+        dir.path(),
+        "car-can",
+        format!(
             "\n[[sources]]\nname = \"rav4\"\nkind = \"candump\"\npath = \"{}\"\nspeed = \"max\"\n",
             log.display()
         ),
-        ..ConfigKnobs::default()
-    };
-    let cfg = write_config_with(
-        dir.path(),
-        "car-can",
-        broker.socket(),
-        &["wwan0"],
-        &[],
-        &knobs,
     )?;
-    let mut d = start_daemon(dir.path(), &cfg)?;
     let n = want.len() as u64;
     // A replay that does not loop ends; with every source finished the daemon delivers what it
     // queued and exits on its own.
@@ -122,25 +142,19 @@ fn line_sensor_on_a_pty_at_1khz_arrives_exactly_once() -> Result<()> {
     let mut master = std::fs::File::from(pty.master);
 
     let dir = tempfile::tempdir()?;
-    let broker = Mosquitto::start(&dir.path().join("broker"), BrokerOptions::default())?;
-    let out = dir.path().join("received.jsonl");
-    let mut rx = start_receiver(dir.path(), broker.socket(), &out, "60s")?;
-    let knobs = ConfigKnobs {
-        extra_sources: format!(
+    let Rig {
+        _broker,
+        mut rx,
+        mut d,
+        out,
+    } = start_rig(
+        dir.path(),
+        "car-line",
+        format!(
             "\n[[sources]]\nname = \"oil\"\nkind = \"line\"\ndevice = \"{}\"\nfields = \"t_ms,oil_temp,-,oil_pressure\"\n",
             slave.display()
         ),
-        ..ConfigKnobs::default()
-    };
-    let cfg = write_config_with(
-        dir.path(),
-        "car-line",
-        broker.socket(),
-        &["wwan0"],
-        &[],
-        &knobs,
     )?;
-    let mut d = start_daemon(dir.path(), &cfg)?;
     let sock = dir.path().join("pitlink.sock");
     wait_status(
         &mut d,
