@@ -201,6 +201,22 @@ pub struct ReceiveArgs {
     pub json: bool,
 }
 
+/// A benchmark's figures: one JSON line with `--json`; otherwise the summary on stderr and the
+/// JSON pretty on stdout.
+fn print_bench<T: serde::Serialize>(
+    json: bool,
+    r: &T,
+    summary: impl FnOnce() -> String,
+) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        eprint!("{}", summary());
+        println!("{}", serde_json::to_string_pretty(r)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("'{s}': {e} (examples: 500ms, 20s, 2m)"))
 }
@@ -349,12 +365,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 flush: Duration::from_millis(100),
                 recovery,
             })?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            }
-            Ok(ExitCode::SUCCESS)
+            print_bench(json, &r, String::new)
         }
         Command::Bench(BenchCmd::Crash {
             json,
@@ -373,13 +384,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 seed: seed.unwrap_or_else(crate::bench::crash::clock_seed),
                 kill_after_ms: (20, 300),
             })?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                eprint!("{}", crate::bench::crash::render(&r));
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            }
-            Ok(ExitCode::SUCCESS)
+            print_bench(json, &r, || crate::bench::crash::render(&r))
         }
         Command::Bench(BenchCmd::Ingest {
             json,
@@ -401,13 +406,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 paced,
                 window: Duration::from_millis(100),
             })?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                eprint!("{}", crate::bench::ingest::render(&r));
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            }
-            Ok(ExitCode::SUCCESS)
+            print_bench(json, &r, || crate::bench::ingest::render(&r))
         }
         Command::Bench(BenchCmd::QueueWriter {
             dir,

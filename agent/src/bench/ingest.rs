@@ -267,11 +267,7 @@ where
 
 /// Encodes and queues one batch as the daemon's core does; returns the frames queued.
 fn append(q: &mut Queue, batch: Vec<Reading>) -> u64 {
-    let meta = BatchMeta {
-        samples: batch.len() as u32,
-        t_first_us: batch.iter().map(Reading::t_us).min().unwrap_or(0),
-        t_last_us: batch.iter().map(Reading::t_us).max().unwrap_or(0),
-    };
+    let meta = BatchMeta::of_readings(&batch);
     let (res, _) = q.append(meta, |id: BatchId| {
         codec::encode(&codec::data_envelope("bench", id, "can0", &batch))
     });

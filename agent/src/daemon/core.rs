@@ -248,11 +248,7 @@ impl Core {
         }
         let name = self.cfg.sources[source].name.clone();
         let vehicle = self.cfg.vehicle.clone();
-        let meta = BatchMeta {
-            samples: samples.len() as u32,
-            t_first_us: samples.iter().map(Reading::t_us).min().unwrap_or(0),
-            t_last_us: samples.iter().map(Reading::t_us).max().unwrap_or(0),
-        };
+        let meta = BatchMeta::of_readings(&samples);
         self.append(meta, |id| {
             codec::encode(&codec::data_envelope(&vehicle, id, &name, &samples))
         });

@@ -72,6 +72,21 @@ pub struct BatchMeta {
     pub t_last_us: u64,
 }
 
+impl BatchMeta {
+    /// The meta of a data batch: its reading count and time range.
+    pub fn of_readings(readings: &[sensor_drivers::Reading]) -> BatchMeta {
+        let (lo, hi) = readings
+            .iter()
+            .map(sensor_drivers::Reading::t_us)
+            .fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        BatchMeta {
+            samples: readings.len() as u32,
+            t_first_us: if readings.is_empty() { 0 } else { lo },
+            t_last_us: hi,
+        }
+    }
+}
+
 /// What recovery found at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recovery {
