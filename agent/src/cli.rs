@@ -131,6 +131,19 @@ pub enum BenchCmd {
         #[arg(long, default_value = "20s", value_parser = parse_duration)]
         paced: Duration,
     },
+    /// Wire codec: bytes per CAN frame at 100 ms and 1 s batches beside zstd -3 and xz -9 of
+    /// the candump text, encode/decode speed, and a full lossless check.
+    Codec {
+        /// Print one JSON object only (without it: a summary on stderr, the JSON pretty on stdout).
+        #[arg(long)]
+        json: bool,
+        /// The candump log to encode (default: the RAV4 capture in ../shared/data).
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Minimum time of each speed measurement.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        min_time: Duration,
+    },
     /// Child of `bench queue`: writes the queue that is SIGKILLed for the recovery figure.
     #[command(hide = true)]
     QueueWriter {
@@ -407,6 +420,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 window: Duration::from_millis(100),
             })?;
             print_bench(json, &r, || crate::bench::ingest::render(&r))
+        }
+        Command::Bench(BenchCmd::Codec {
+            json,
+            input,
+            min_time,
+        }) => {
+            let input = match input {
+                Some(p) => p,
+                None => crate::bench::ingest::default_input()?,
+            };
+            let r = crate::bench::codec::codec(&crate::bench::codec::CodecOptions {
+                input,
+                min_time,
+            })?;
+            print_bench(json, &r, || crate::bench::codec::render(&r))
         }
         Command::Bench(BenchCmd::QueueWriter {
             dir,

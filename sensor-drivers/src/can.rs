@@ -71,6 +71,8 @@ pub enum FrameError {
     FdLen { len: usize },
     #[error("len8_dlc {0} is invalid: it must be 9 to 15 and only on an 8-byte classic frame")]
     Len8Dlc(u8),
+    #[error("flags {0:#04x} are not a valid combination (bits: 0x01 extended, 0x02 remote, 0x04 error, 0x08 FD, 0x10 BRS, 0x20 ESI)")]
+    Flags(u8),
 }
 
 impl CanFrame {
@@ -135,6 +137,35 @@ impl CanFrame {
             });
         }
         Ok(Self::raw(class, flags::ERROR, detail))
+    }
+
+    /// Rebuilds a frame from its fields as stored (`flags` decides the kind; `payload` is
+    /// ignored for a remote frame), checking every field the constructors check, so that
+    /// any frame read from outside is one the constructors could have built.
+    pub fn from_parts(
+        id: u32,
+        flags: u8,
+        len: u8,
+        len8_dlc: u8,
+        payload: &[u8],
+    ) -> Result<CanFrame, FrameError> {
+        let extended = flags & flags::EXTENDED != 0;
+        let f = if flags & flags::ERROR != 0 {
+            CanFrame::error(id, payload)?
+        } else if flags & flags::RTR != 0 {
+            CanFrame::remote(id, extended, len)?
+        } else if flags & flags::FD != 0 {
+            CanFrame::fd(id, extended, flags, payload)?
+        } else {
+            CanFrame::classic(id, extended, payload)?
+        };
+        if f.flags != flags || f.len != len {
+            return Err(FrameError::Flags(flags));
+        }
+        if len8_dlc != 0 {
+            return f.with_len8_dlc(len8_dlc);
+        }
+        Ok(f)
     }
 
     /// Sets the raw DLC of an 8-byte classic frame (9..=15).

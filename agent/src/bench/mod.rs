@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod codec;
 pub mod crash;
 pub mod ingest;
 #[cfg(feature = "sled-peer")]

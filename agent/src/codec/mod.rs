@@ -5,15 +5,27 @@
 //! its body: vehicle, identity, kind, time range, sample count, body codec. Every message decodes
 //! on its own, whatever link or order it arrives in.
 
+pub mod columnar;
+pub mod varint;
+
+pub use columnar::{ColumnarError, Encoder};
+
 use crate::ranges::RangeSet;
 use sensor_drivers::{CanFrame, Reading, Sample, TimedFrame};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 
-/// First byte of every message. Decoders reject versions they do not know.
-pub const FORMAT_VERSION: u8 = 1;
+/// First byte of every message this build writes. Decoders reject versions they do not know.
+pub const FORMAT_VERSION: u8 = 2;
+/// Versions this build reads: 1 (no heartbeat kind, plain bodies only) and 2.
+pub const READABLE_VERSIONS: [u8; 2] = [1, 2];
 
 /// Body codec of a `Data` batch: postcard [`DataBody`] (readings with µs offsets from `t_first_us`).
+/// Also the codec of every control body (gap, run, heartbeat).
 pub const CODEC_PLAIN: u8 = 0;
+/// Body codec of a `Data` batch: columns per channel and per CAN identifier, then zstd
+/// (see [`columnar`]). What the agent writes since format version 2.
+pub const CODEC_COLUMNAR: u8 = 1;
 
 /// A batch's identity: never reused for different data, across restarts and crashes.
 ///
@@ -39,6 +51,9 @@ pub enum Kind {
     Gap,
     /// First batch of every run: announces the run and where the previous run durably ended.
     Run,
+    /// Liveness, sent outside the queue (its id is never used by a batch): says how far the
+    /// run's sequence numbers go, so a receiver can tell the tail still in the car. Version 2.
+    Heartbeat,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +79,17 @@ pub struct DataBody {
     pub samples: Vec<(u16, u64, f64)>,
     /// (µs after `t_first_us`, frame).
     pub frames: Vec<(u64, CanFrame)>,
+}
+
+/// Body of a `Heartbeat`: `id.run` of the envelope is the running run, `id.seq` is
+/// [`HeartbeatBody::next_seq`] (not a batch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatBody {
+    /// The next sequence number the run will assign: every lower one exists (queued, sent,
+    /// evicted or lost), so a receiver missing them knows they are still due.
+    pub next_seq: u64,
+    /// Batches queued in the car, not yet acknowledged.
+    pub backlog_batches: u64,
 }
 
 /// Why batches are missing.
@@ -108,7 +134,7 @@ pub struct RunBody {
 pub enum DecodeError {
     #[error("empty message")]
     Empty,
-    #[error("unknown wire format version {0} (this build reads version {FORMAT_VERSION})")]
+    #[error("unknown wire format version {0} (this build reads versions 1 and 2)")]
     Version(u8),
     #[error("malformed envelope: {0}")]
     Envelope(String),
@@ -118,11 +144,21 @@ pub enum DecodeError {
     Codec(u8),
     #[error("sample count mismatch: header says {header}, body has {body}")]
     Count { header: u32, body: usize },
+    #[error("columnar body: {0}")]
+    Columnar(#[from] ColumnarError),
+    #[error("{0:?} batches do not exist in format version 1")]
+    KindInVersion(Kind),
 }
 
 pub fn encode(env: &Envelope) -> Vec<u8> {
+    encode_version(env, FORMAT_VERSION)
+}
+
+/// Encodes with an older version byte (golden files and compatibility tests). The envelope
+/// layout is the same in versions 1 and 2.
+pub fn encode_version(env: &Envelope, version: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(env.body.len() + 64);
-    out.push(FORMAT_VERSION);
+    out.push(version);
     // Serialising plain structs into a Vec cannot fail.
     postcard::to_io(env, &mut out).expect("postcard into Vec");
     out
@@ -130,7 +166,7 @@ pub fn encode(env: &Envelope) -> Vec<u8> {
 
 pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     let (&v, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
-    if v != FORMAT_VERSION {
+    if !READABLE_VERSIONS.contains(&v) {
         return Err(DecodeError::Version(v));
     }
     let (env, tail): (Envelope, &[u8]) =
@@ -141,18 +177,61 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
             tail.len()
         )));
     }
+    if v == 1 && env.kind == Kind::Heartbeat {
+        return Err(DecodeError::KindInVersion(env.kind));
+    }
     Ok(env)
 }
 
-/// Builds a `Data` envelope from one source's readings (`items` must not be empty).
+thread_local! {
+    /// One encoder per thread that encodes: its zstd context and scratch buffers are reused.
+    static ENCODER: RefCell<Option<Encoder>> = const { RefCell::new(None) };
+}
+
+/// The time range of a batch's readings (0, 0 when empty).
+pub fn time_range<R: Copy + Into<Reading>>(items: &[R]) -> (u64, u64) {
+    let (lo, hi) = items.iter().fold((u64::MAX, 0), |(lo, hi), &r| {
+        let t = r.into().t_us();
+        (lo.min(t), hi.max(t))
+    });
+    if lo == u64::MAX { (0, 0) } else { (lo, hi) }
+}
+
+/// Builds a `Data` envelope from one source's readings with the columnar codec.
 pub fn data_envelope<R: Copy + Into<Reading>>(
     vehicle: &str,
     id: BatchId,
     source: &str,
     items: &[R],
 ) -> Envelope {
-    let t_first = items.iter().map(|&r| r.into().t_us()).min().unwrap_or(0);
-    let t_last = items.iter().map(|&r| r.into().t_us()).max().unwrap_or(0);
+    let (t_first, t_last) = time_range(items);
+    let body = ENCODER.with(|e| {
+        let mut e = e.borrow_mut();
+        let enc = e.get_or_insert_with(|| {
+            Encoder::new(columnar::DEFAULT_LEVEL).expect("zstd accepts its default level")
+        });
+        enc.encode(source, t_first, items)
+    });
+    Envelope {
+        vehicle: vehicle.to_string(),
+        id,
+        kind: Kind::Data,
+        t_first_us: t_first,
+        t_last_us: t_last,
+        samples: items.len() as u32,
+        codec: CODEC_COLUMNAR,
+        body,
+    }
+}
+
+/// Builds a `Data` envelope with the plain codec (format version 1's only codec).
+pub fn data_envelope_plain<R: Copy + Into<Reading>>(
+    vehicle: &str,
+    id: BatchId,
+    source: &str,
+    items: &[R],
+) -> Envelope {
+    let (t_first, t_last) = time_range(items);
     let mut body = DataBody {
         source: source.to_string(),
         samples: Vec::new(),
@@ -179,8 +258,18 @@ pub fn data_envelope<R: Copy + Into<Reading>>(
 /// Decodes a `Data` envelope's body into its source name and readings (values first, then
 /// frames, each in the order they were batched).
 pub fn data_readings(env: &Envelope) -> Result<(String, Vec<Reading>), DecodeError> {
-    if env.codec != CODEC_PLAIN {
-        return Err(DecodeError::Codec(env.codec));
+    match env.codec {
+        CODEC_PLAIN => {}
+        CODEC_COLUMNAR => {
+            return columnar::decode(&env.body, env.t_first_us, env.samples).map_err(|e| match e {
+                ColumnarError::Count { header, body } => DecodeError::Count {
+                    header,
+                    body: body as usize,
+                },
+                e => e.into(),
+            });
+        }
+        c => return Err(DecodeError::Codec(c)),
     }
     let body: DataBody = postcard::from_bytes(&env.body).map_err(|e| DecodeError::Body {
         kind: env.kind,
@@ -231,6 +320,13 @@ pub fn control_envelope<B: Serialize>(
 }
 
 pub fn gap_body(env: &Envelope) -> Result<GapBody, DecodeError> {
+    postcard::from_bytes(&env.body).map_err(|e| DecodeError::Body {
+        kind: env.kind,
+        msg: e.to_string(),
+    })
+}
+
+pub fn heartbeat_body(env: &Envelope) -> Result<HeartbeatBody, DecodeError> {
     postcard::from_bytes(&env.body).map_err(|e| DecodeError::Body {
         kind: env.kind,
         msg: e.to_string(),

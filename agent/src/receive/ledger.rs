@@ -108,6 +108,10 @@ impl Ledger {
                 .map(|(source, readings)| Content::Data { source, readings }),
             Kind::Gap => codec::gap_body(&env).map(Content::Gap),
             Kind::Run => codec::run_body(&env).map(Content::Run),
+            Kind::Heartbeat => Err(DecodeError::Body {
+                kind: env.kind,
+                msg: "heartbeats are not handled by this receiver yet".into(),
+            }),
         };
         match content {
             Ok(content) => Verdict::New(Batch {

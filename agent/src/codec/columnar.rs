@@ -1,0 +1,529 @@
+//! Body codec 1: the readings of one batch laid out in columns, then zstd (sans-IO).
+//!
+//! Cellular bytes are the scarce resource, and CAN traffic is very regular: the same few dozen
+//! identifiers repeat with the same length and flags, most payload bytes equal the previous
+//! frame's of the same identifier, counters step by one and many ECUs end a frame with an
+//! additive checksum. Laid out by identifier and byte position, each of these becomes a run of
+//! equal bytes that zstd stores in almost nothing. The layout (exact, for other decoders, in
+//! docs/wire-format.md):
+//!
+//! ```text
+//! u8 layout (0) · str source · varint n_values · varint n_frames
+//! values: varint C, C × varint channel                      (table, first-appearance order)
+//!         n_values × varint channel index
+//!         n_values × zigzag varint time delta                (first from t_first_us, then chained)
+//!         per channel, its k values: 8 byte planes of XOR(bits, previous bits), LSB plane first
+//! frames: varint K, K × key {varint id, u8 flags, u8 len, u8 len8_dlc, u8 predictor[, u8 c]}
+//!         n_frames × varint key index
+//!         n_frames × zigzag varint time delta                (first from t_first_us, then chained)
+//!         per key, its m frames: P byte columns, column j = byte j of the first frame, then
+//!         (byte j − previous frame's byte j) mod 256 for the others
+//! ```
+//!
+//! The whole is compressed as one zstd frame that states its content size. Every batch decodes
+//! on its own: no state is shared between batches.
+
+use super::varint::{ReadError, Reader, put_u64, unzigzag, zigzag};
+use sensor_drivers::can::{FrameError, MAX_FD_LEN};
+use sensor_drivers::{CanFrame, Reading, Sample, TimedFrame};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Per-key payload predictor: none.
+pub const PREDICT_NONE: u8 = 0;
+/// Per-key payload predictor: the last byte is `(c + sum of the other payload bytes) mod 256`
+/// for every frame of the key in the batch (the additive checksum many ECUs append); the byte
+/// is not stored.
+pub const PREDICT_SUM: u8 = 1;
+
+/// zstd level of the encoder (1-3 measured: see docs/bench.md).
+pub const DEFAULT_LEVEL: i32 = 3;
+
+/// Longest source name a body may carry.
+pub const MAX_SOURCE: usize = 1024;
+/// At most this many decompressed bytes per reading (plus [`BODY_SLACK`]); a zstd frame that
+/// claims more is refused before anything is allocated.
+const MAX_BYTES_PER_READING: u64 = 5 + 10 + MAX_FD_LEN as u64 + 9;
+const BODY_SLACK: u64 = 4096;
+/// Hard cap on a decompressed body, whatever its header says.
+pub const MAX_BODY: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ColumnarError {
+    #[error("zstd: {0}")]
+    Zstd(String),
+    #[error(
+        "zstd frame does not state its content size, or states {0} bytes, more than the batch can hold"
+    )]
+    Size(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("unknown layout {0}")]
+    Layout(u8),
+    #[error("sample count mismatch: header says {header}, body has {body}")]
+    Count { header: u32, body: u64 },
+    #[error("key {key}: {err}")]
+    Frame { key: usize, err: FrameError },
+    #[error("{0} bytes left over after the body")]
+    Trailing(usize),
+}
+
+/// A multiplicative hasher for the small integer keys of the per-batch tables: SipHash costs
+/// more than the rest of the per-frame work (measured with `pitlink bench codec`).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type KeyMap = HashMap<u64, u32, BuildHasherDefault<KeyHasher>>;
+
+fn frame_key(f: &CanFrame) -> u64 {
+    u64::from(f.id)
+        | (u64::from(f.flags) << 32)
+        | (u64::from(f.len) << 40)
+        | (u64::from(f.len8_dlc) << 48)
+}
+
+/// Bytes of payload a frame of this key carries.
+fn payload_len(flags: u8, len: u8) -> usize {
+    if flags & sensor_drivers::can::flags::RTR != 0 {
+        0
+    } else {
+        usize::from(len).min(MAX_FD_LEN)
+    }
+}
+
+/// Encoder with reusable scratch space and zstd context (one per thread that encodes).
+pub struct Encoder {
+    level: i32,
+    zstd: zstd::bulk::Compressor<'static>,
+    raw: Vec<u8>,
+    map: KeyMap,
+    keys: Vec<CanFrame>,
+    key_of: Vec<u32>,
+    count: Vec<u32>,
+    order: Vec<u32>,
+    chans: Vec<u16>,
+    fchan: Vec<u32>,
+    vals: Vec<(u16, u64, f64)>,
+    frames: Vec<(u64, CanFrame)>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("level", &self.level)
+            .finish()
+    }
+}
+
+impl Encoder {
+    pub fn new(level: i32) -> Result<Self, ColumnarError> {
+        let mut zstd =
+            zstd::bulk::Compressor::new(level).map_err(|e| ColumnarError::Zstd(e.to_string()))?;
+        // The decoder needs the content size to bound its allocation; no checksum: the queue
+        // already checks every record with CRC32C and MQTT runs over TCP/TLS.
+        let _ = zstd.include_contentsize(true);
+        let _ = zstd.include_checksum(false);
+        Ok(Encoder {
+            level,
+            zstd,
+            raw: Vec::new(),
+            map: KeyMap::default(),
+            keys: Vec::new(),
+            key_of: Vec::new(),
+            count: Vec::new(),
+            order: Vec::new(),
+            chans: Vec::new(),
+            fchan: Vec::new(),
+            vals: Vec::new(),
+            frames: Vec::new(),
+        })
+    }
+
+    /// The uncompressed layout of the last [`Encoder::encode`] (for measurements and tests).
+    pub fn last_raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// Encodes `items` (times relative to `t_first_us`, which must not exceed any of them)
+    /// into a compressed body.
+    pub fn encode<R: Copy + Into<Reading>>(
+        &mut self,
+        source: &str,
+        t_first_us: u64,
+        items: &[R],
+    ) -> Vec<u8> {
+        self.vals.clear();
+        self.frames.clear();
+        for &r in items {
+            match r.into() {
+                Reading::Value(s) => self.vals.push((s.channel, s.t_us, s.value)),
+                Reading::Frame(f) => self.frames.push((f.t_us, f.frame)),
+            }
+        }
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
+        raw.push(0);
+        let src = &source.as_bytes()[..source.len().min(MAX_SOURCE)];
+        put_u64(&mut raw, src.len() as u64);
+        raw.extend_from_slice(src);
+        put_u64(&mut raw, self.vals.len() as u64);
+        put_u64(&mut raw, self.frames.len() as u64);
+        if !self.vals.is_empty() {
+            self.encode_values(&mut raw, t_first_us);
+        }
+        if !self.frames.is_empty() {
+            self.encode_frames(&mut raw, t_first_us);
+        }
+        let out = self
+            .zstd
+            .compress(&raw)
+            // Compressing into a growable Vec only fails on allocation failure.
+            .expect("zstd compression into a Vec");
+        self.raw = raw;
+        out
+    }
+
+    fn encode_values(&mut self, raw: &mut Vec<u8>, t0: u64) {
+        self.map.clear();
+        self.chans.clear();
+        self.fchan.clear();
+        for &(ch, _, _) in &self.vals {
+            let next = self.chans.len() as u32;
+            let k = *self.map.entry(u64::from(ch)).or_insert_with(|| {
+                self.chans.push(ch);
+                next
+            });
+            self.fchan.push(k);
+        }
+        put_u64(raw, self.chans.len() as u64);
+        for &c in &self.chans {
+            put_u64(raw, u64::from(c));
+        }
+        for &k in &self.fchan {
+            put_u64(raw, u64::from(k));
+        }
+        let mut prev = t0;
+        for &(_, t, _) in &self.vals {
+            put_u64(raw, zigzag(t.wrapping_sub(prev) as i64));
+            prev = t;
+        }
+        group(&self.fchan, self.chans.len(), &mut self.count, &mut self.order);
+        let mut start = 0usize;
+        for c in 0..self.chans.len() {
+            let n = self.count[c] as usize;
+            let idx = &self.order[start..start + n];
+            start += n;
+            for plane in 0..8 {
+                let mut prev = 0u64;
+                for &i in idx {
+                    let bits = self.vals[i as usize].2.to_bits();
+                    raw.push(((bits ^ prev) >> (plane * 8)) as u8);
+                    prev = bits;
+                }
+            }
+        }
+    }
+
+    fn encode_frames(&mut self, raw: &mut Vec<u8>, t0: u64) {
+        self.map.clear();
+        self.keys.clear();
+        self.key_of.clear();
+        for &(_, f) in &self.frames {
+            let next = self.keys.len() as u32;
+            let k = *self.map.entry(frame_key(&f)).or_insert_with(|| {
+                self.keys.push(f);
+                next
+            });
+            self.key_of.push(k);
+        }
+        group(&self.key_of, self.keys.len(), &mut self.count, &mut self.order);
+
+        // Key table, with each key's predictor.
+        put_u64(raw, self.keys.len() as u64);
+        let mut start = 0usize;
+        let mut preds = Vec::with_capacity(self.keys.len());
+        for (k, key) in self.keys.iter().enumerate() {
+            let n = self.count[k] as usize;
+            let idx = &self.order[start..start + n];
+            start += n;
+            let p = sum_predictor(key, idx, &self.frames);
+            preds.push(p);
+            put_u64(raw, u64::from(key.id));
+            raw.extend_from_slice(&[key.flags, key.len, key.len8_dlc]);
+            match p {
+                Some(c) => raw.extend_from_slice(&[PREDICT_SUM, c]),
+                None => raw.push(PREDICT_NONE),
+            }
+        }
+        for &k in &self.key_of {
+            put_u64(raw, u64::from(k));
+        }
+        let mut prev = t0;
+        for &(t, _) in &self.frames {
+            put_u64(raw, zigzag(t.wrapping_sub(prev) as i64));
+            prev = t;
+        }
+        // Payload columns.
+        let mut start = 0usize;
+        for (k, key) in self.keys.iter().enumerate() {
+            let n = self.count[k] as usize;
+            let idx = &self.order[start..start + n];
+            start += n;
+            let stored = payload_len(key.flags, key.len) - usize::from(preds[k].is_some());
+            raw.reserve(stored * n);
+            for j in 0..stored {
+                let mut prev = 0u8;
+                for &i in idx {
+                    let b = self.frames[i as usize].1.data[j];
+                    raw.push(b.wrapping_sub(prev));
+                    prev = b;
+                }
+            }
+        }
+    }
+}
+
+/// Stable counting sort of reading indices by their table index: `order` lists the readings of
+/// entry 0, then of entry 1..., `count` how many each entry has.
+fn group(of: &[u32], entries: usize, count: &mut Vec<u32>, order: &mut Vec<u32>) {
+    count.clear();
+    count.resize(entries, 0);
+    for &k in of {
+        count[k as usize] += 1;
+    }
+    let mut at = Vec::with_capacity(entries);
+    let mut sum = 0u32;
+    for &c in count.iter() {
+        at.push(sum);
+        sum += c;
+    }
+    order.clear();
+    order.resize(of.len(), 0);
+    for (i, &k) in of.iter().enumerate() {
+        order[at[k as usize] as usize] = i as u32;
+        at[k as usize] += 1;
+    }
+}
+
+/// `Some(c)` if every frame of the key ends with `(c + sum of its other bytes) mod 256` and the
+/// key has at least two frames (with one, storing `c` costs what it saves).
+fn sum_predictor(key: &CanFrame, idx: &[u32], frames: &[(u64, CanFrame)]) -> Option<u8> {
+    let plen = payload_len(key.flags, key.len);
+    if plen < 2 || idx.len() < 2 {
+        return None;
+    }
+    let c_of = |f: &CanFrame| {
+        let s = f.data[..plen - 1]
+            .iter()
+            .fold(0u8, |a, &b| a.wrapping_add(b));
+        f.data[plen - 1].wrapping_sub(s)
+    };
+    let c = c_of(&frames[idx[0] as usize].1);
+    idx[1..]
+        .iter()
+        .all(|&i| c_of(&frames[i as usize].1) == c)
+        .then_some(c)
+}
+
+/// Decodes a body made by [`Encoder::encode`]: the source name and its readings (values first,
+/// then frames, each in batch order). `samples` is the envelope's count, which bounds every
+/// allocation.
+pub fn decode(
+    body: &[u8],
+    t_first_us: u64,
+    samples: u32,
+) -> Result<(String, Vec<Reading>), ColumnarError> {
+    let limit = (u64::from(samples) * MAX_BYTES_PER_READING + BODY_SLACK).min(MAX_BODY);
+    let size = zstd::zstd_safe::get_frame_content_size(body)
+        .map_err(|_| ColumnarError::Zstd("not a zstd frame".into()))?
+        .ok_or_else(|| ColumnarError::Size("no".into()))?;
+    if size > limit {
+        return Err(ColumnarError::Size(size.to_string()));
+    }
+    let raw = zstd::bulk::decompress(body, size as usize)
+        .map_err(|e| ColumnarError::Zstd(e.to_string()))?;
+    decode_raw(&raw, t_first_us, samples)
+}
+
+/// Decodes the uncompressed layout.
+pub fn decode_raw(
+    raw: &[u8],
+    t_first_us: u64,
+    samples: u32,
+) -> Result<(String, Vec<Reading>), ColumnarError> {
+    let mut r = Reader::new(raw);
+    let layout = r.u8("layout")?;
+    if layout != 0 {
+        return Err(ColumnarError::Layout(layout));
+    }
+    let source = r.str(MAX_SOURCE, "source")?.to_string();
+    let n_values = r.u64("value count")?;
+    let n_frames = r.u64("frame count")?;
+    if n_values.checked_add(n_frames) != Some(u64::from(samples)) {
+        return Err(ColumnarError::Count {
+            header: samples,
+            body: n_values.saturating_add(n_frames),
+        });
+    }
+    let (n_values, n_frames) = (n_values as usize, n_frames as usize);
+    let mut out = Vec::with_capacity(n_values + n_frames);
+    if n_values > 0 {
+        decode_values(&mut r, t_first_us, n_values, &mut out)?;
+    }
+    if n_frames > 0 {
+        decode_frames(&mut r, t_first_us, n_frames, &mut out)?;
+    }
+    if r.remaining() != 0 {
+        return Err(ColumnarError::Trailing(r.remaining()));
+    }
+    Ok((source, out))
+}
+
+fn read_times(
+    r: &mut Reader<'_>,
+    t0: u64,
+    n: usize,
+    what: &'static str,
+) -> Result<Vec<u64>, ColumnarError> {
+    let mut ts = Vec::with_capacity(n.min(r.remaining()));
+    let mut t = t0;
+    for _ in 0..n {
+        t = t.wrapping_add(unzigzag(r.u64(what)?) as u64);
+        ts.push(t);
+    }
+    Ok(ts)
+}
+
+fn read_indices(
+    r: &mut Reader<'_>,
+    n: usize,
+    entries: usize,
+    what: &'static str,
+) -> Result<Vec<u32>, ColumnarError> {
+    let mut v = Vec::with_capacity(n.min(r.remaining()));
+    for _ in 0..n {
+        v.push(r.bounded(entries.saturating_sub(1) as u64, what)? as u32);
+    }
+    Ok(v)
+}
+
+fn decode_values(
+    r: &mut Reader<'_>,
+    t0: u64,
+    n: usize,
+    out: &mut Vec<Reading>,
+) -> Result<(), ColumnarError> {
+    let c = r.bounded(n as u64, "channel count")? as usize;
+    let mut chans = Vec::with_capacity(c);
+    for _ in 0..c {
+        chans.push(r.bounded(u64::from(u16::MAX), "channel")? as u16);
+    }
+    let of = read_indices(r, n, c, "channel index")?;
+    let ts = read_times(r, t0, n, "value time")?;
+    let (mut count, mut order) = (Vec::new(), Vec::new());
+    group(&of, c, &mut count, &mut order);
+    let mut bits = vec![0u64; n];
+    let mut start = 0usize;
+    for &cnt in &count {
+        let idx = &order[start..start + cnt as usize];
+        start += cnt as usize;
+        for plane in 0..8 {
+            let col = r.bytes(idx.len(), "value bytes")?;
+            for (&i, &b) in idx.iter().zip(col) {
+                bits[i as usize] |= u64::from(b) << (plane * 8);
+            }
+        }
+        let mut prev = 0u64;
+        for &i in idx {
+            bits[i as usize] ^= prev;
+            prev = bits[i as usize];
+        }
+    }
+    for i in 0..n {
+        out.push(Reading::Value(Sample {
+            t_us: ts[i],
+            channel: chans[of[i] as usize],
+            value: f64::from_bits(bits[i]),
+        }));
+    }
+    Ok(())
+}
+
+fn decode_frames(
+    r: &mut Reader<'_>,
+    t0: u64,
+    n: usize,
+    out: &mut Vec<Reading>,
+) -> Result<(), ColumnarError> {
+    let k = r.bounded(n as u64, "key count")? as usize;
+    let mut keys = Vec::with_capacity(k);
+    let mut preds = Vec::with_capacity(k);
+    for key in 0..k {
+        let id = r.bounded(u64::from(u32::MAX), "frame id")? as u32;
+        let p = r.bytes(4, "key")?;
+        let (flags, len, len8_dlc, pred) = (p[0], p[1], p[2], p[3]);
+        let proto = CanFrame::from_parts(id, flags, len, len8_dlc, &[0u8; MAX_FD_LEN][..usize::from(len).min(MAX_FD_LEN)])
+            .map_err(|err| ColumnarError::Frame { key, err })?;
+        let c = match pred {
+            PREDICT_NONE => None,
+            PREDICT_SUM if payload_len(flags, len) >= 2 => Some(r.u8("checksum offset")?),
+            _ => {
+                return Err(ReadError::Invalid(format!(
+                    "key {key}: predictor {pred} is unknown or needs a payload of 2 bytes or more"
+                ))
+                .into());
+            }
+        };
+        keys.push(proto);
+        preds.push(c);
+    }
+    let of = read_indices(r, n, k, "key index")?;
+    let ts = read_times(r, t0, n, "frame time")?;
+    let (mut count, mut order) = (Vec::new(), Vec::new());
+    group(&of, k, &mut count, &mut order);
+    let mut frames: Vec<CanFrame> = of.iter().map(|&i| keys[i as usize]).collect();
+    let mut start = 0usize;
+    for (key, &cnt) in count.iter().enumerate() {
+        let idx = &order[start..start + cnt as usize];
+        start += cnt as usize;
+        let plen = payload_len(keys[key].flags, keys[key].len);
+        let stored = plen - usize::from(preds[key].is_some());
+        for j in 0..stored {
+            let col = r.bytes(idx.len(), "payload bytes")?;
+            let mut prev = 0u8;
+            for (&i, &d) in idx.iter().zip(col) {
+                prev = prev.wrapping_add(d);
+                frames[i as usize].data[j] = prev;
+            }
+        }
+        if let Some(c) = preds[key] {
+            for &i in idx {
+                let f = &mut frames[i as usize];
+                let s = f.data[..plen - 1]
+                    .iter()
+                    .fold(c, |a, &b| a.wrapping_add(b));
+                f.data[plen - 1] = s;
+            }
+        }
+    }
+    out.extend(
+        ts.into_iter()
+            .zip(frames)
+            .map(|(t_us, frame)| Reading::Frame(TimedFrame { t_us, frame })),
+    );
+    Ok(())
+}
