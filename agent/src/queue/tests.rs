@@ -31,7 +31,7 @@ fn put(q: &mut Queue, n: usize) -> (BatchId, Vec<GapBody>) {
         t_last_us: 1_000_000 + n as u64 - 1,
     };
     let (r, gaps) = q.append(meta, |id| {
-        codec::encode(&codec::data_envelope("v", id, "s", &s))
+        codec::encode(&codec::data_envelope_plain("v", id, "s", &s))
     });
     (r.expect("append works").0, gaps)
 }
@@ -259,7 +259,7 @@ fn a_full_disk_at_start_up_costs_the_oldest_segment_not_the_start() {
             ..BatchMeta::default()
         };
         let (r, _) = q.append(meta, |id| {
-            codec::encode(&codec::data_envelope("v", id, "s", &s))
+            codec::encode(&codec::data_envelope_plain("v", id, "s", &s))
         });
         r.expect("append");
     }
@@ -277,7 +277,7 @@ fn a_full_disk_at_start_up_costs_the_oldest_segment_not_the_start() {
     sim.set_capacity(None);
     let s = samples(1, 1);
     let (r, _) = q.append(BatchMeta::default(), |id| {
-        codec::encode(&codec::data_envelope("v", id, "s", &s))
+        codec::encode(&codec::data_envelope_plain("v", id, "s", &s))
     });
     r.expect("append");
     let g = codec::gap_body(&codec::decode(&q.take_notices()[0].1).expect("decodes")).expect("gap");
