@@ -143,6 +143,9 @@ pub enum BenchCmd {
         /// Minimum time of each speed measurement.
         #[arg(long, default_value = "2s", value_parser = parse_duration)]
         min_time: Duration,
+        /// zstd level of the columnar codec (the agent uses 3).
+        #[arg(long, default_value_t = crate::codec::columnar::DEFAULT_LEVEL, allow_hyphen_values = true)]
+        level: i32,
     },
     /// Child of `bench queue`: writes the queue that is SIGKILLed for the recovery figure.
     #[command(hide = true)]
@@ -425,6 +428,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             json,
             input,
             min_time,
+            level,
         }) => {
             let input = match input {
                 Some(p) => p,
@@ -433,6 +437,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let r = crate::bench::codec::codec(&crate::bench::codec::CodecOptions {
                 input,
                 min_time,
+                level,
             })?;
             print_bench(json, &r, || crate::bench::codec::render(&r))
         }

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sensor_drivers::can::{CanFrame, FD_LENS};
-use sensor_drivers::dbc::{DecodeBuf, Dbc};
+use sensor_drivers::dbc::{Dbc, DecodeBuf};
 
 fuzz_target!(|data: &[u8]| {
     // The first bytes are frame material, the rest the DBC file.

@@ -71,7 +71,9 @@ pub enum FrameError {
     FdLen { len: usize },
     #[error("len8_dlc {0} is invalid: it must be 9 to 15 and only on an 8-byte classic frame")]
     Len8Dlc(u8),
-    #[error("flags {0:#04x} are not a valid combination (bits: 0x01 extended, 0x02 remote, 0x04 error, 0x08 FD, 0x10 BRS, 0x20 ESI)")]
+    #[error(
+        "flags {0:#04x} are not a valid combination (bits: 0x01 extended, 0x02 remote, 0x04 error, 0x08 FD, 0x10 BRS, 0x20 ESI)"
+    )]
     Flags(u8),
 }
 

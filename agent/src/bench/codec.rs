@@ -23,6 +23,8 @@ pub struct CodecOptions {
     pub input: PathBuf,
     /// Minimum time spent on each speed measurement.
     pub min_time: Duration,
+    /// zstd level of the columnar codec.
+    pub level: i32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +43,9 @@ pub struct CodecBench {
     /// Columnar encoding + zstd of 100 ms batches, raw frame MiB/s on one thread.
     pub encode_mib_s: f64,
     pub decode_mib_s: f64,
+    /// The same on 1 s batches (zstd's fixed cost per batch weighs less).
+    pub encode_mib_s_1s: f64,
+    pub decode_mib_s_1s: f64,
     /// Baseline of the same run: zstd -3 alone over the plain bodies of the same batches.
     pub zstd3_plain_mib_s: f64,
     pub zstd_level: i32,
@@ -117,13 +122,17 @@ pub fn codec(opts: &CodecOptions) -> Result<CodecBench> {
     let batches = |window_us: u64| -> Vec<(&str, &[TimedFrame])> {
         streams
             .iter()
-            .flat_map(|(iface, v)| cut(v, window_us, max).into_iter().map(move |b| (iface.as_str(), b)))
+            .flat_map(|(iface, v)| {
+                cut(v, window_us, max)
+                    .into_iter()
+                    .map(move |b| (iface.as_str(), b))
+            })
             .collect()
     };
     let b100 = batches(100_000);
     let b1s = batches(1_000_000);
 
-    let mut enc = Encoder::new(codec::columnar::DEFAULT_LEVEL)?;
+    let mut enc = Encoder::new(opts.level)?;
     let message = |enc: &mut Encoder, i: usize, src: &str, b: &[TimedFrame]| {
         let (t0, t1) = codec::time_range(b);
         let env = codec::Envelope {
@@ -174,7 +183,9 @@ pub fn codec(opts: &CodecOptions) -> Result<CodecBench> {
         })
         .sum();
 
-    let zstd3 = zstd::bulk::compress(text.as_bytes(), 3).context("zstd")?.len();
+    let zstd3 = zstd::bulk::compress(text.as_bytes(), 3)
+        .context("zstd")?
+        .len();
     let xz9 = {
         use std::io::Write;
         let mut w = liblzma::write::XzEncoder::new(Vec::new(), 9);
@@ -182,29 +193,35 @@ pub fn codec(opts: &CodecOptions) -> Result<CodecBench> {
         w.finish().context("xz")?.len()
     };
 
-    // Speeds on the 100 ms batches, the live case.
-    let raw = raw_bytes(&b100) as f64 / (1 << 20) as f64;
+    // Speeds on the 100 ms batches (the live case) and on the 1 s batches.
     let mut sink = 0usize;
-    let enc_rate = rate(opts.min_time, || {
-        for &(src, b) in &b100 {
-            let (t0, _) = codec::time_range(b);
-            sink += std::hint::black_box(enc.encode(src, t0, b)).len();
-        }
-    });
-    let bodies: Vec<(Vec<u8>, u64, u32)> = b100
-        .iter()
-        .map(|&(src, b)| {
-            let (t0, _) = codec::time_range(b);
-            (enc.encode(src, t0, b), t0, b.len() as u32)
-        })
-        .collect();
-    let dec_rate = rate(opts.min_time, || {
-        for (body, t0, n) in &bodies {
-            if let Ok((_, r)) = codec::columnar::decode(body, *t0, *n) {
-                sink += std::hint::black_box(r).len();
+    let mut speeds = |set: &[(&str, &[TimedFrame])]| -> (f64, f64) {
+        let raw = raw_bytes(set) as f64 / (1 << 20) as f64;
+        let enc_rate = rate(opts.min_time, || {
+            for &(src, b) in set {
+                let (t0, _) = codec::time_range(b);
+                sink += std::hint::black_box(enc.encode(src, t0, b)).len();
             }
-        }
-    });
+        });
+        let bodies: Vec<(Vec<u8>, u64, u32)> = set
+            .iter()
+            .map(|&(src, b)| {
+                let (t0, _) = codec::time_range(b);
+                (enc.encode(src, t0, b), t0, b.len() as u32)
+            })
+            .collect();
+        let dec_rate = rate(opts.min_time, || {
+            for (body, t0, n) in &bodies {
+                if let Ok((_, r)) = codec::columnar::decode(body, *t0, *n) {
+                    sink += std::hint::black_box(r).len();
+                }
+            }
+        });
+        (enc_rate * raw, dec_rate * raw)
+    };
+    let (encode_100, decode_100) = speeds(&b100);
+    let (encode_1s, decode_1s) = speeds(&b1s);
+    let raw = raw_bytes(&b100) as f64 / (1 << 20) as f64;
     let plain_bodies: Vec<Vec<u8>> = b100
         .iter()
         .map(|&(src, b)| {
@@ -233,10 +250,12 @@ pub fn codec(opts: &CodecOptions) -> Result<CodecBench> {
         plain_bytes_per_frame_100ms: per(plain_100),
         batches_100ms: b100.len() as u64,
         batches_1s: b1s.len() as u64,
-        encode_mib_s: enc_rate * raw,
-        decode_mib_s: dec_rate * raw,
+        encode_mib_s: encode_100,
+        decode_mib_s: decode_100,
+        encode_mib_s_1s: encode_1s,
+        decode_mib_s_1s: decode_1s,
         zstd3_plain_mib_s: base_rate * raw,
-        zstd_level: codec::columnar::DEFAULT_LEVEL,
+        zstd_level: opts.level,
         lossless,
     })
 }
@@ -259,8 +278,8 @@ pub fn render(r: &CodecBench) -> String {
     );
     let _ = writeln!(
         o,
-        "speed (raw frame MiB/s, one thread): encode {:.0}, decode {:.0}; baseline zstd -3 of plain bodies {:.0}",
-        r.encode_mib_s, r.decode_mib_s, r.zstd3_plain_mib_s
+        "speed (raw frame MiB/s, one thread): encode {:.0}, decode {:.0} (1 s batches: {:.0}, {:.0}); baseline zstd -3 of plain bodies {:.0}",
+        r.encode_mib_s, r.decode_mib_s, r.encode_mib_s_1s, r.decode_mib_s_1s, r.zstd3_plain_mib_s
     );
     let _ = writeln!(o, "lossless: {}", r.lossless);
     o

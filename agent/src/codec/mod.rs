@@ -361,6 +361,8 @@ pub fn gap_from(
 }
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -59,10 +59,10 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub fn u8(&mut self, what: &'static str) -> Result<u8, ReadError> {
-        let b = *self.buf.get(self.pos).ok_or(ReadError::Truncated {
-            at: self.pos,
-            what,
-        })?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or(ReadError::Truncated { at: self.pos, what })?;
         self.pos += 1;
         Ok(b)
     }
@@ -70,10 +70,7 @@ impl<'a> Reader<'a> {
     #[inline]
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ReadError> {
         if self.remaining() < n {
-            return Err(ReadError::Truncated {
-                at: self.pos,
-                what,
-            });
+            return Err(ReadError::Truncated { at: self.pos, what });
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
