@@ -177,6 +177,11 @@ pub struct ReceiveArgs {
     /// Output JSONL file (appended); '-' for stdout.
     #[arg(long, short, default_value = "-")]
     pub out: PathBuf,
+    /// State file (dedup, accounting, output lengths), saved atomically; batches are
+    /// acknowledged only once it is durable. Default: <OUT>.state beside a file output; with
+    /// stdout and no --state the state lives in memory only (at-least-once across restarts).
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
     /// CA certificate (PEM) to connect with TLS.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
@@ -315,11 +320,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 None => None,
             };
             let out = (a.out.as_os_str() != "-").then(|| a.out.clone());
+            let state = a
+                .state
+                .clone()
+                .or_else(|| out.as_deref().map(crate::receive::state::default_path));
+            if state.is_none() {
+                tracing::warn!(
+                    "no --state: dedup and accounting live in memory only, so after a restart re-delivered batches may be written to stdout again"
+                );
+            }
             let opts = crate::receive::ReceiveOptions {
                 broker,
                 topic: a.topic,
                 client_id: a.client_id,
                 out,
+                state,
                 tls,
                 credentials: a.username.zip(a.password),
                 duration: a.duration,

@@ -16,13 +16,13 @@
 use super::latency::LatencyHistogram;
 use crate::codec::{BatchId, GapBody, GapCause, RunBody};
 use crate::ranges::RangeSet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// How many missing ranges a [`RunSummary`] lists (the count is always exact).
 pub const MAX_LISTED_RANGES: usize = 16;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RunLedger {
     arrived: RangeSet,
     evicted: RangeSet,
@@ -37,7 +37,7 @@ struct RunLedger {
 }
 
 /// Counters and per-run sequence ledgers of one vehicle.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Accounting {
     batches: u64,
     duplicate_batches: u64,

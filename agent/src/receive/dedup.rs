@@ -8,15 +8,16 @@
 
 use crate::codec::BatchId;
 use crate::ranges::RangeSet;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Dedup {
     vehicles: HashMap<String, BTreeMap<u32, Seen>>,
 }
 
 /// Seen sequence numbers of one run.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Seen {
     seqs: RangeSet,
     /// `u64::MAX` separately: half-open ranges cannot hold it.

@@ -9,7 +9,7 @@ use super::accounting::{Accounting, VehicleSummary};
 use super::dedup::Dedup;
 use crate::codec::{self, BatchId, DecodeError, GapBody, Kind, RunBody};
 use sensor_drivers::Reading;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A batch seen for the first time, with its body decoded.
@@ -55,7 +55,8 @@ pub struct ReceiveSummary {
     pub vehicles: BTreeMap<String, VehicleSummary>,
 }
 
-#[derive(Debug, Default)]
+/// Serialised whole as the receiver's state file (see `state.rs`).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Ledger {
     dedup: Dedup,
     vehicles: BTreeMap<String, Accounting>,

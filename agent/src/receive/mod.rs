@@ -3,10 +3,16 @@
 //! did not arrive: evicted by the car's disk cap, lost in a crash before its fsync, or still
 //! missing (see `accounting.rs` for the exact rules).
 //!
-//! The sans-IO [`Ledger`] ([`Dedup`] + [`Accounting`]) decides; [`run`] does the IO. A batch is
-//! acknowledged to the broker only once its lines are written and flushed (manual acks on a
-//! persistent session), so a receiver crash loses nothing: the broker re-delivers whatever was
-//! not acknowledged.
+//! The sans-IO [`Ledger`] ([`Dedup`] + [`Accounting`]) decides; [`run`] does the IO.
+//!
+//! With a state file (`--state`, by default `<out>.state` beside a file output) a batch is
+//! acknowledged to the broker only once a snapshot of the ledger that includes it is durable,
+//! together with the output's length at that moment (group commit: one snapshot per
+//! [`GROUP_COMMIT`] or per [`GROUP_MAX`] messages). After a crash the output is cut back to the
+//! recorded length and the broker re-delivers exactly the batches past it: every batch is in the
+//! output exactly once. Without a state file (stdout by default) the ledger lives in memory, a
+//! batch is acknowledged once its lines are flushed, and a restart may write re-delivered batches
+//! again (at least once).
 //!
 //! The MQTT event loop runs in its own task and is never cancelled while a session is in use:
 //! cancelling `EventLoop::poll` in the middle of writing an ack loses that ack, and a broker
@@ -18,6 +24,7 @@ mod dedup;
 mod latency;
 mod ledger;
 mod output;
+pub mod state;
 #[cfg(test)]
 mod tests;
 
@@ -25,7 +32,7 @@ pub use accounting::{Accounting, MAX_LISTED_RANGES, RunSummary, VehicleSummary};
 pub use dedup::Dedup;
 pub use latency::LatencyHistogram;
 pub use ledger::{Batch, Content, Ledger, ReceiveSummary, Verdict};
-pub use output::JsonlWriter;
+pub use output::{JsonlSink, JsonlWriter, Output, SizedFile};
 
 use crate::mqtt::{BrokerAddr, Session};
 use anyhow::{Context, Result};
@@ -35,7 +42,6 @@ use rumqttc::{
 };
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,7 +68,13 @@ const STATS_EVERY: Duration = Duration::from_millis(200);
 /// How long an exit may wait for queued acks to reach the broker.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 const LOGGED_BAD_PAYLOADS: u64 = 10;
-const OUT_BUFFER: usize = 1 << 20;
+/// Small enough that lines reach the file between snapshots, so a crash leaves some to cut.
+const OUT_BUFFER: usize = 64 << 10;
+/// Longest wait between a message and the snapshot that releases its ack.
+pub const GROUP_COMMIT: Duration = Duration::from_millis(100);
+/// Messages waiting for a snapshot that trigger one at once. Below the broker's in-flight window
+/// (Mosquitto: 20 by default), so that window never stalls on acks held back here.
+pub const GROUP_MAX: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct ReceiveOptions {
@@ -74,6 +86,8 @@ pub struct ReceiveOptions {
     pub client_id: String,
     /// JSON Lines output, appended to; `None` or `-` for stdout.
     pub out: Option<PathBuf>,
+    /// State file (dedup, accounting, output lengths); `None`: in memory only.
+    pub state: Option<PathBuf>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub credentials: Option<(String, String)>,
     /// Stop after this long.
@@ -89,6 +103,7 @@ impl ReceiveOptions {
             topic: DEFAULT_TOPIC.to_string(),
             client_id: DEFAULT_CLIENT_ID.to_string(),
             out: None,
+            state: None,
             tls: None,
             credentials: None,
             duration: None,
@@ -112,7 +127,18 @@ pub async fn run(
             opts.topic
         );
     }
-    let (sink, out_name) = open_output(opts.out.as_deref())?;
+    let saved = match &opts.state {
+        Some(p) => state::load(p)?,
+        None => None,
+    };
+    let (ledger, lengths) = match saved {
+        Some(s) => {
+            info!(state = %opts.state.as_deref().unwrap_or(Path::new("")).display(), "resuming from the saved state");
+            (s.ledger, Some(s.outputs))
+        }
+        None => (Ledger::new(), None),
+    };
+    let (out, out_name) = open_output(opts.out.as_deref(), lengths.as_ref())?;
     let session = Session {
         addr: opts.broker.clone(),
         client_id: opts.client_id.clone(),
@@ -133,9 +159,12 @@ pub async fn run(
     let _pump = AbortOnDrop(tokio::spawn(pump(eventloop, tx)));
 
     let mut rx = Shell {
-        ledger: Ledger::new(),
-        out: JsonlWriter::new(std::io::BufWriter::with_capacity(OUT_BUFFER, sink)),
+        ledger,
+        out,
         out_name,
+        state_path: opts.state.clone(),
+        held: Vec::new(),
+        save_at: None,
         client,
         broker: opts.broker.to_string(),
         topic: opts.topic.clone(),
@@ -172,6 +201,7 @@ pub async fn run(
                 };
             }
             _ = tick.tick() => rx.publish_stats(&stats),
+            () = sleep_until(rx.save_at) => rx.save()?,
             ev = events.recv() => match ev {
                 Some(Ok(ev)) => rx.on_event(ev)?,
                 Some(Err(e)) => rx.on_error(e)?,
@@ -181,10 +211,8 @@ pub async fn run(
         }
     };
     info!(reason, "receiver stopping");
+    rx.save()?;
     rx.finish(&mut events).await;
-    rx.out
-        .flush()
-        .with_context(|| format!("{}: cannot write the output", rx.out_name))?;
     let summary = rx.summary();
     stats.send_replace(summary.clone());
     Ok(summary)
@@ -233,26 +261,40 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-fn open_output(path: Option<&Path>) -> Result<(Box<dyn Write + Send>, String)> {
+/// Opens the output; `lengths` are the output lengths of the saved state, if any.
+fn open_output(
+    path: Option<&Path>,
+    lengths: Option<&std::collections::BTreeMap<String, u64>>,
+) -> Result<(Box<dyn Output>, String)> {
     match path {
         Some(p) if p != Path::new("-") => {
-            // Append: every line already there was acknowledged and will not be re-delivered.
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("{}: cannot open the output file", p.display()))?;
-            Ok((Box::new(f), p.display().to_string()))
+            // Append: every line up to the recorded length belongs to an acknowledged batch.
+            let keep = lengths.map(|l| l.get("").copied().unwrap_or(0));
+            let f = SizedFile::open(p, keep, OUT_BUFFER)?;
+            Ok((
+                Box::new(JsonlWriter::new(JsonlSink::File(f))),
+                p.display().to_string(),
+            ))
         }
-        _ => Ok((Box::new(std::io::stdout()), "stdout".to_string())),
+        _ => Ok((
+            Box::new(JsonlWriter::new(JsonlSink::Stdout(
+                std::io::BufWriter::with_capacity(OUT_BUFFER, std::io::stdout()),
+            ))),
+            "stdout".to_string(),
+        )),
     }
 }
 
 /// The writer side: everything `run` keeps between events.
-struct Shell<W: Write> {
+struct Shell {
     ledger: Ledger,
-    out: JsonlWriter<W>,
+    out: Box<dyn Output>,
     out_name: String,
+    state_path: Option<PathBuf>,
+    /// Messages handled since the last snapshot, whose acks wait for the next one.
+    held: Vec<Publish>,
+    /// When the next snapshot is due (set by the first message after a snapshot).
+    save_at: Option<Instant>,
     client: AsyncClient,
     broker: String,
     topic: String,
@@ -270,7 +312,7 @@ struct Shell<W: Write> {
     dirty: bool,
 }
 
-impl<W: Write> Shell<W> {
+impl Shell {
     fn summary(&self) -> ReceiveSummary {
         let mut s = self.ledger.summary();
         s.connects = self.connects;
@@ -350,8 +392,12 @@ impl<W: Write> Shell<W> {
             Verdict::New(batch) => {
                 self.out
                     .write_batch(&batch)
-                    .and_then(|()| self.out.flush())
                     .with_context(|| format!("{}: cannot write the output", self.out_name))?;
+                if self.state_path.is_none() {
+                    self.out
+                        .flush()
+                        .with_context(|| format!("{}: cannot write the output", self.out_name))?;
+                }
                 self.ledger.commit(&batch, crate::now_us());
             }
             Verdict::Duplicate { vehicle, id } => {
@@ -368,11 +414,45 @@ impl<W: Write> Shell<W> {
                 }
             }
         }
-        // Only now that the lines are flushed.
-        if p.qos != QoS::AtMostOnce {
-            self.acks.push_back(p);
-            self.push_requests();
+        if self.state_path.is_none() {
+            // Only now that the lines are flushed.
+            if p.qos != QoS::AtMostOnce {
+                self.acks.push_back(p);
+                self.push_requests();
+            }
+            return Ok(());
         }
+        // Only once a snapshot that includes this message is durable.
+        if p.qos != QoS::AtMostOnce {
+            self.held.push(p);
+        }
+        if self.save_at.is_none() {
+            self.save_at = Some(Instant::now() + GROUP_COMMIT);
+        }
+        if self.held.len() >= GROUP_MAX {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the output and a snapshot of the ledger durable (output first: the snapshot must
+    /// never record bytes that a crash could lose), then releases the held acks.
+    fn save(&mut self) -> Result<()> {
+        let Some(path) = &self.state_path else {
+            self.out
+                .flush()
+                .with_context(|| format!("{}: cannot write the output", self.out_name))?;
+            return Ok(());
+        };
+        self.save_at = None;
+        let outputs = self
+            .out
+            .sync()
+            .with_context(|| format!("{}: cannot write the output", self.out_name))?;
+        state::save(path, &state::encode(&outputs, &self.ledger))
+            .with_context(|| format!("{}: cannot save the receiver state", path.display()))?;
+        self.acks.extend(self.held.drain(..));
+        self.push_requests();
         Ok(())
     }
 
@@ -397,6 +477,7 @@ impl<W: Write> Shell<W> {
         // rumqttc discards acks meant for the lost connection too; the broker re-delivers
         // those batches and the dedup drops them.
         self.acks.clear();
+        self.held.clear();
         if self.outage_since.is_none() {
             self.outage_since = Some(Instant::now());
             if self.connects == 0 {

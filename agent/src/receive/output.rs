@@ -17,7 +17,153 @@ use super::ledger::{Batch, Content};
 use crate::codec::GapCause;
 use sensor_drivers::Reading;
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, Write};
+use std::path::Path;
+use tracing::{info, warn};
+
+/// Where the receiver writes: JSON Lines to a file or stdout, or CSV files.
+pub trait Output: Send {
+    /// Writes every line of `b` (buffered).
+    fn write_batch(&mut self, b: &Batch) -> io::Result<()>;
+    /// Hands buffered lines to the OS (not durable yet).
+    fn flush(&mut self) -> io::Result<()>;
+    /// Flushes and fsyncs; returns every output file's length (path relative to the output
+    /// root, `""` for a single file). Empty for stdout, which cannot be made durable.
+    fn sync(&mut self) -> io::Result<BTreeMap<String, u64>>;
+}
+
+/// A file opened for appending that knows its length (written bytes included).
+#[derive(Debug)]
+pub struct SizedFile {
+    w: io::BufWriter<File>,
+    len: u64,
+}
+
+impl SizedFile {
+    /// Opens (creates) `path` for appending, first cutting it back to `keep` bytes if it is
+    /// longer (the lines past `keep` were written after the last state snapshot: their batches
+    /// were not acknowledged and will be re-delivered). A file shorter than `keep` is an error:
+    /// acknowledged lines are gone and only the operator can say why.
+    pub fn open(path: &Path, keep: Option<u64>, buffer: usize) -> anyhow::Result<SizedFile> {
+        use anyhow::Context;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("{}: cannot open the output file", path.display()))?;
+        let len = f
+            .metadata()
+            .with_context(|| format!("{}: cannot stat the output file", path.display()))?
+            .len();
+        let len = match keep {
+            Some(keep) if len > keep => {
+                f.set_len(keep)
+                    .and_then(|()| f.sync_all())
+                    .with_context(|| {
+                        format!("{}: cannot truncate the output file", path.display())
+                    })?;
+                info!(
+                    file = %path.display(),
+                    "cut {} bytes written after the last state snapshot ({len} -> {keep} bytes); their batches were not acknowledged and will be re-delivered",
+                    len - keep
+                );
+                keep
+            }
+            Some(keep) if len < keep => anyhow::bail!(
+                "{}: the output file has {len} bytes but the receiver state records {keep}: it was truncated or replaced since. Restore it, or move it and its state file away to start afresh",
+                path.display()
+            ),
+            Some(_) => len,
+            None => {
+                if len > 0 {
+                    warn!(
+                        file = %path.display(),
+                        bytes = len,
+                        "appending to an output that no state file describes: batches re-delivered now may already be in it"
+                    );
+                }
+                len
+            }
+        };
+        Ok(SizedFile {
+            w: io::BufWriter::with_capacity(buffer, f),
+            len,
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Flushes and fsyncs (data only: the length is in the state file, and a grown file's size
+    /// is data for `fdatasync`).
+    pub fn sync(&mut self) -> io::Result<u64> {
+        self.w.flush()?;
+        self.w.get_ref().sync_data()?;
+        Ok(self.len)
+    }
+}
+
+impl Write for SizedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+/// The JSON Lines destination.
+#[derive(Debug)]
+pub enum JsonlSink {
+    Stdout(io::BufWriter<io::Stdout>),
+    File(SizedFile),
+}
+
+impl Write for JsonlSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            JsonlSink::Stdout(w) => w.write(buf),
+            JsonlSink::File(f) => f.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            JsonlSink::Stdout(w) => w.flush(),
+            JsonlSink::File(f) => f.flush(),
+        }
+    }
+}
+
+impl Output for JsonlWriter<JsonlSink> {
+    fn write_batch(&mut self, b: &Batch) -> io::Result<()> {
+        JsonlWriter::write_batch(self, b)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        JsonlWriter::flush(self)
+    }
+
+    fn sync(&mut self) -> io::Result<BTreeMap<String, u64>> {
+        match &mut self.out {
+            JsonlSink::Stdout(w) => {
+                w.flush()?;
+                Ok(BTreeMap::new())
+            }
+            JsonlSink::File(f) => Ok(BTreeMap::from([(String::new(), f.sync()?)])),
+        }
+    }
+}
 
 /// Borrowed fields: serialising a line allocates nothing.
 #[derive(Serialize)]
@@ -290,6 +436,28 @@ mod tests {
             written(&r),
             "{\"event\":\"run\",\"vehicle\":\"car-1\",\"run\":3,\"seq\":17,\"t_us\":6,\"previous_run\":null,\"previous_durable_last_seq\":null}\n"
         );
+    }
+
+    #[test]
+    fn sized_file_cuts_back_to_the_snapshot_and_refuses_a_shorter_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("o.jsonl");
+        let mut f = SizedFile::open(&p, None, 16).expect("open");
+        f.write_all(b"line 1\nline 2\n").expect("write");
+        assert_eq!(f.sync().expect("sync"), 14);
+        drop(f);
+        // A snapshot recorded 7 bytes: the second line is cut.
+        let mut f = SizedFile::open(&p, Some(7), 16).expect("reopen");
+        assert_eq!(f.len(), 7);
+        f.write_all(b"line 3\n").expect("write");
+        f.sync().expect("sync");
+        assert_eq!(
+            std::fs::read_to_string(&p).expect("read"),
+            "line 1\nline 3\n"
+        );
+        drop(f);
+        let e = SizedFile::open(&p, Some(100), 16).expect_err("shorter than recorded");
+        assert!(e.to_string().contains("records 100"), "{e}");
     }
 
     proptest::proptest! {
