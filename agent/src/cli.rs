@@ -182,6 +182,13 @@ pub struct ReceiveArgs {
     /// stdout and no --state the state lives in memory only (at-least-once across restarts).
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// Runs per vehicle kept in full detail; older ones are folded into totals and a run
+    /// low-water mark (memory bound, see docs/receive.md).
+    #[arg(long, default_value_t = 16)]
+    pub max_runs: usize,
+    /// Sequence ranges per run before its low-water mark moves up (memory bound).
+    #[arg(long, default_value_t = 1024)]
+    pub max_ranges: usize,
     /// CA certificate (PEM) to connect with TLS.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
@@ -335,6 +342,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 client_id: a.client_id,
                 out,
                 state,
+                limits: crate::receive::Limits {
+                    max_runs: a.max_runs,
+                    max_ranges: a.max_ranges,
+                },
                 tls,
                 credentials: a.username.zip(a.password),
                 duration: a.duration,

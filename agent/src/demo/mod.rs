@@ -131,6 +131,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
             client_id: "pitlink-demo-receiver".into(),
             out: Some(out.clone()),
             state: None,
+            limits: Default::default(),
             tls: None,
             credentials: None,
             duration: None,

@@ -3,7 +3,8 @@
 //! did not arrive: evicted by the car's disk cap, lost in a crash before its fsync, or still
 //! missing (see `accounting.rs` for the exact rules).
 //!
-//! The sans-IO [`Ledger`] ([`Dedup`] + [`Accounting`]) decides; [`run`] does the IO.
+//! The sans-IO [`Ledger`] (per-vehicle [`Accounting`], which is also the dedup) decides; [`run`]
+//! does the IO.
 //!
 //! With a state file (`--state`, by default `<out>.state` beside a file output) a batch is
 //! acknowledged to the broker only once a snapshot of the ledger that includes it is durable,
@@ -20,7 +21,6 @@
 //! broker's in-flight window for good.
 
 mod accounting;
-mod dedup;
 mod latency;
 mod ledger;
 mod output;
@@ -28,8 +28,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use accounting::{Accounting, MAX_LISTED_RANGES, RunSummary, VehicleSummary};
-pub use dedup::Dedup;
+pub use accounting::{Accounting, Limits, MAX_LISTED_RANGES, RunSummary, Seen, VehicleSummary};
 pub use latency::LatencyHistogram;
 pub use ledger::{Batch, Content, Ledger, ReceiveSummary, Verdict};
 pub use output::{JsonlSink, JsonlWriter, Output, SizedFile};
@@ -88,6 +87,8 @@ pub struct ReceiveOptions {
     pub out: Option<PathBuf>,
     /// State file (dedup, accounting, output lengths); `None`: in memory only.
     pub state: Option<PathBuf>,
+    /// Memory bounds of the dedup and accounting.
+    pub limits: Limits,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub credentials: Option<(String, String)>,
     /// Stop after this long.
@@ -104,6 +105,7 @@ impl ReceiveOptions {
             client_id: DEFAULT_CLIENT_ID.to_string(),
             out: None,
             state: None,
+            limits: Limits::default(),
             tls: None,
             credentials: None,
             duration: None,
@@ -131,13 +133,14 @@ pub async fn run(
         Some(p) => state::load(p)?,
         None => None,
     };
-    let (ledger, lengths) = match saved {
+    let (mut ledger, lengths) = match saved {
         Some(s) => {
             info!(state = %opts.state.as_deref().unwrap_or(Path::new("")).display(), "resuming from the saved state");
             (s.ledger, Some(s.outputs))
         }
         None => (Ledger::new(), None),
     };
+    ledger.set_limits(opts.limits);
     let (out, out_name) = open_output(opts.out.as_deref(), lengths.as_ref())?;
     let session = Session {
         addr: opts.broker.clone(),
@@ -403,6 +406,9 @@ impl Shell {
             Verdict::Duplicate { vehicle, id } => {
                 debug!(%vehicle, %id, "duplicate batch dropped");
             }
+            Verdict::BelowLowWater { vehicle, id } => {
+                debug!(%vehicle, %id, "batch below the low-water mark dropped");
+            }
             Verdict::Bad(e) => {
                 // Acknowledged below all the same: re-delivery cannot repair it.
                 self.bad_logged += 1;
@@ -552,6 +558,18 @@ pub fn render_summary(s: &ReceiveSummary) -> String {
             v.lost_in_crash_batches,
             v.missing_batches
         );
+        if v.low_water_batches + v.untracked_batches + v.forgotten_runs + v.late_notice_batches > 0
+        {
+            let _ = writeln!(
+                o,
+                "  memory bound: {} batches ({} samples) below a low-water mark dropped as seen; {} missing batches untracked; {} runs folded; {} batches of late gap notices",
+                v.low_water_batches,
+                v.low_water_samples,
+                v.untracked_batches,
+                v.forgotten_runs,
+                v.late_notice_batches
+            );
+        }
         if let (Some(p50), Some(p99)) = (v.latency_ms_p50, v.latency_ms_p99) {
             let _ = write!(o, "  latency p50 {p50:.1} ms, p99 {p99:.1} ms");
             if let Some(max) = v.latency_ms_max {
