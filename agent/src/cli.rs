@@ -189,6 +189,10 @@ pub struct ReceiveArgs {
     /// Sequence ranges per run before its low-water mark moves up (memory bound).
     #[arg(long, default_value_t = 1024)]
     pub max_ranges: usize,
+    /// Decode the CAN frames of source BUS with the DBC FILE: frame lines get "msg" and
+    /// "signals" (repeatable, one DBC per source).
+    #[arg(long, value_name = "BUS=FILE", value_parser = parse_dbc_spec)]
+    pub dbc: Vec<(String, PathBuf)>,
     /// CA certificate (PEM) to connect with TLS.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
@@ -227,6 +231,17 @@ fn print_bench<T: serde::Serialize>(
         println!("{}", serde_json::to_string_pretty(r)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_dbc_spec(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((bus, file)) if !bus.is_empty() && !file.is_empty() => {
+            Ok((bus.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!(
+            "'{s}': expected BUS=FILE, the source name and its DBC (example: can0=car.dbc)"
+        )),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -346,6 +361,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     max_runs: a.max_runs,
                     max_ranges: a.max_ranges,
                 },
+                dbc: a.dbc.clone(),
                 tls,
                 credentials: a.username.zip(a.password),
                 duration: a.duration,

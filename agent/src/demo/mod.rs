@@ -132,6 +132,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
             out: Some(out.clone()),
             state: None,
             limits: Default::default(),
+            dbc: Vec::new(),
             tls: None,
             credentials: None,
             duration: None,

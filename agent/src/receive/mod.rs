@@ -31,7 +31,7 @@ mod tests;
 pub use accounting::{Accounting, Limits, MAX_LISTED_RANGES, RunSummary, Seen, VehicleSummary};
 pub use latency::LatencyHistogram;
 pub use ledger::{Batch, Content, Ledger, ReceiveSummary, Verdict};
-pub use output::{JsonlSink, JsonlWriter, Output, SizedFile};
+pub use output::{Dbcs, JsonlSink, JsonlWriter, Output, SizedFile};
 
 use crate::mqtt::{BrokerAddr, Session};
 use anyhow::{Context, Result};
@@ -89,6 +89,8 @@ pub struct ReceiveOptions {
     pub state: Option<PathBuf>,
     /// Memory bounds of the dedup and accounting.
     pub limits: Limits,
+    /// (CAN source name, DBC file): frame lines of that source get decoded signals.
+    pub dbc: Vec<(String, PathBuf)>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub credentials: Option<(String, String)>,
     /// Stop after this long.
@@ -106,6 +108,7 @@ impl ReceiveOptions {
             out: None,
             state: None,
             limits: Limits::default(),
+            dbc: Vec::new(),
             tls: None,
             credentials: None,
             duration: None,
@@ -129,6 +132,7 @@ pub async fn run(
             opts.topic
         );
     }
+    let dbcs = Dbcs::load(&opts.dbc)?;
     let saved = match &opts.state {
         Some(p) => state::load(p)?,
         None => None,
@@ -141,7 +145,7 @@ pub async fn run(
         None => (Ledger::new(), None),
     };
     ledger.set_limits(opts.limits);
-    let (out, out_name) = open_output(opts.out.as_deref(), lengths.as_ref())?;
+    let (out, out_name) = open_output(opts.out.as_deref(), lengths.as_ref(), dbcs)?;
     let session = Session {
         addr: opts.broker.clone(),
         client_id: opts.client_id.clone(),
@@ -268,6 +272,7 @@ async fn sleep_until(t: Option<Instant>) {
 fn open_output(
     path: Option<&Path>,
     lengths: Option<&std::collections::BTreeMap<String, u64>>,
+    dbcs: Dbcs,
 ) -> Result<(Box<dyn Output>, String)> {
     match path {
         Some(p) if p != Path::new("-") => {
@@ -275,14 +280,18 @@ fn open_output(
             let keep = lengths.map(|l| l.get("").copied().unwrap_or(0));
             let f = SizedFile::open(p, keep, OUT_BUFFER)?;
             Ok((
-                Box::new(JsonlWriter::new(JsonlSink::File(f))),
+                Box::new(JsonlWriter::new(JsonlSink::File(f)).with_dbcs(dbcs)),
                 p.display().to_string(),
             ))
         }
         _ => Ok((
-            Box::new(JsonlWriter::new(JsonlSink::Stdout(
-                std::io::BufWriter::with_capacity(OUT_BUFFER, std::io::stdout()),
-            ))),
+            Box::new(
+                JsonlWriter::new(JsonlSink::Stdout(std::io::BufWriter::with_capacity(
+                    OUT_BUFFER,
+                    std::io::stdout(),
+                )))
+                .with_dbcs(dbcs),
+            ),
             "stdout".to_string(),
         )),
     }
