@@ -177,6 +177,10 @@ pub struct ReceiveArgs {
     /// Output JSONL file (appended); '-' for stdout.
     #[arg(long, short, default_value = "-")]
     pub out: PathBuf,
+    /// Write CSV files under DIR instead of JSONL: one per channel, CAN id or decoded message,
+    /// plus <vehicle>/events.csv (see docs/receive.md).
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub csv: Option<PathBuf>,
     /// State file (dedup, accounting, output lengths), saved atomically; batches are
     /// acknowledged only once it is durable. Default: <OUT>.state beside a file output; with
     /// stdout and no --state the state lives in memory only (at-least-once across restarts).
@@ -342,10 +346,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 None => None,
             };
             let out = (a.out.as_os_str() != "-").then(|| a.out.clone());
-            let state = a
-                .state
-                .clone()
-                .or_else(|| out.as_deref().map(crate::receive::state::default_path));
+            let state = a.state.clone().or_else(|| {
+                a.csv
+                    .as_deref()
+                    .or(out.as_deref())
+                    .map(crate::receive::state::default_path)
+            });
             if state.is_none() {
                 tracing::warn!(
                     "no --state: dedup and accounting live in memory only, so after a restart re-delivered batches may be written to stdout again"
@@ -356,6 +362,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 topic: a.topic,
                 client_id: a.client_id,
                 out,
+                csv: a.csv.clone(),
                 state,
                 limits: crate::receive::Limits {
                     max_runs: a.max_runs,

@@ -48,13 +48,72 @@ fn assert_exactly_once(lines: &[SampleLine], channels: u16, period_us: u64) -> u
     lines.len() as u64
 }
 
+/// Total size of a file or of every file under a directory.
+fn size(p: &Path) -> u64 {
+    match std::fs::read_dir(p) {
+        Ok(rd) => rd.flatten().map(|e| size(&e.path())).sum(),
+        Err(_) => std::fs::metadata(p).map_or(0, |m| m.len()),
+    }
+}
+
+/// The samples of a `--csv` directory as sample lines (vehicle and source from the path).
+fn read_csv_samples(root: &Path) -> Result<Vec<SampleLine>> {
+    let mut out = Vec::new();
+    for v in std::fs::read_dir(root)? {
+        let v = v?.path();
+        for src in std::fs::read_dir(&v)?
+            .flatten()
+            .filter(|e| e.path().is_dir())
+        {
+            for f in std::fs::read_dir(src.path())? {
+                let f = f?.path();
+                let name = f.file_stem().and_then(|x| x.to_str()).context("name")?;
+                let ch: u16 = name.strip_prefix("ch").context("channel file")?.parse()?;
+                let text = std::fs::read_to_string(&f)?;
+                let mut lines = text.lines();
+                assert_eq!(
+                    lines.next(),
+                    Some("t_us,value"),
+                    "{}: one header",
+                    f.display()
+                );
+                for l in lines {
+                    let (t, val) = l.split_once(',').context("two columns")?;
+                    out.push(SampleLine {
+                        vehicle: v.file_name().context("v")?.to_string_lossy().into(),
+                        run: 0,
+                        seq: 0,
+                        source: src.file_name().to_string_lossy().into(),
+                        ch,
+                        t_us: t.parse()?,
+                        v: val.parse()?,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[test]
 fn sigkilled_receiver_restarts_and_writes_every_sample_exactly_once() -> Result<()> {
+    kill_and_restart(false)
+}
+
+#[test]
+fn sigkilled_csv_receiver_restarts_and_writes_every_sample_exactly_once() -> Result<()> {
+    kill_and_restart(true)
+}
+
+fn kill_and_restart(csv: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = Mosquitto::start(&dir.path().join("broker"), BrokerOptions::default())?;
-    let out = dir.path().join("received.jsonl");
+    let (out, flag) = match csv {
+        false => (dir.path().join("received.jsonl"), "--out"),
+        true => (dir.path().join("received"), "--csv"),
+    };
     let out_s = out.to_str().context("utf-8")?;
-    let mut rx = receiver(dir.path(), broker.socket(), "rx1.log", &["--out", out_s])?;
+    let mut rx = receiver(dir.path(), broker.socket(), "rx1.log", &[flag, out_s])?;
     let cfg = write_config(
         dir.path(),
         "car-kill",
@@ -68,10 +127,10 @@ fn sigkilled_receiver_restarts_and_writes_every_sample_exactly_once() -> Result<
         }],
     )?;
     let mut d = start_daemon(dir.path(), &cfg)?;
-    let state = dir.path().join("received.jsonl.state");
+    let state = pitlink::receive::state::default_path(&out);
     // Mid-stream: the state has been saved at least once and the output keeps growing.
     rx.poll_until("a saved state", Duration::from_secs(10), |_| {
-        match state.exists() && std::fs::metadata(&out).map_or(0, |m| m.len()) > 100_000 {
+        match state.exists() && size(&out) > 100_000 {
             true => Ok(()),
             false => Err(String::new()),
         }
@@ -81,13 +140,14 @@ fn sigkilled_receiver_restarts_and_writes_every_sample_exactly_once() -> Result<
     rx.wait_exit(Duration::from_secs(5))?;
     let saved = pitlink::receive::state::load(&state)?.context("a state")?;
     eprintln!(
-        "killed: output {} bytes, state records {:?}",
-        std::fs::metadata(&out)?.len(),
-        saved.outputs
+        "killed: output {} bytes, state records {} in {} files",
+        size(&out),
+        saved.outputs.values().sum::<u64>(),
+        saved.outputs.len()
     );
     // The daemon keeps publishing while the receiver is away: the broker holds the batches.
     std::thread::sleep(Duration::from_millis(1000));
-    let mut rx = receiver(dir.path(), broker.socket(), "rx2.log", &["--out", out_s])?;
+    let mut rx = receiver(dir.path(), broker.socket(), "rx2.log", &[flag, out_s])?;
     assert!(
         rx.log_text().contains("resuming from the saved state"),
         "{}",
@@ -105,9 +165,17 @@ fn sigkilled_receiver_restarts_and_writes_every_sample_exactly_once() -> Result<
     std::thread::sleep(Duration::from_secs(2));
     let end = stop_daemon(&mut d, Duration::from_secs(15))?;
     assert_eq!((end.undelivered, end.dropped), (0, 0), "{end:?}");
-    stop_receiver_when_quiet(&mut rx, &out, Duration::from_secs(2))?;
+    // For CSV, one channel's file: it grows with every batch.
+    let watched = match csv {
+        false => out.clone(),
+        true => out.join("car-kill/engine/ch0.csv"),
+    };
+    stop_receiver_when_quiet(&mut rx, &watched, Duration::from_secs(2))?;
 
-    let lines = read_samples(&out)?;
+    let lines = match csv {
+        false => read_samples(&out)?,
+        true => read_csv_samples(&out)?,
+    };
     let got = assert_exactly_once(&lines, 20, 1000);
     assert_eq!(got, end.generated, "every generated sample exactly once");
     let summary = receiver_summary(&rx)?;

@@ -130,6 +130,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
             topic: format!("{}/+/batch", cfg.broker.topic_prefix),
             client_id: "pitlink-demo-receiver".into(),
             out: Some(out.clone()),
+            csv: None,
             state: None,
             limits: Default::default(),
             dbc: Vec::new(),

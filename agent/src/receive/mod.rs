@@ -21,6 +21,7 @@
 //! broker's in-flight window for good.
 
 mod accounting;
+pub mod csv;
 mod latency;
 mod ledger;
 mod output;
@@ -85,6 +86,8 @@ pub struct ReceiveOptions {
     pub client_id: String,
     /// JSON Lines output, appended to; `None` or `-` for stdout.
     pub out: Option<PathBuf>,
+    /// CSV output directory instead of JSON Lines (see [`csv`]).
+    pub csv: Option<PathBuf>,
     /// State file (dedup, accounting, output lengths); `None`: in memory only.
     pub state: Option<PathBuf>,
     /// Memory bounds of the dedup and accounting.
@@ -106,6 +109,7 @@ impl ReceiveOptions {
             topic: DEFAULT_TOPIC.to_string(),
             client_id: DEFAULT_CLIENT_ID.to_string(),
             out: None,
+            csv: None,
             state: None,
             limits: Limits::default(),
             dbc: Vec::new(),
@@ -145,7 +149,13 @@ pub async fn run(
         None => (Ledger::new(), None),
     };
     ledger.set_limits(opts.limits);
-    let (out, out_name) = open_output(opts.out.as_deref(), lengths.as_ref(), dbcs)?;
+    let (out, out_name) = match &opts.csv {
+        Some(dir) => (
+            Box::new(csv::CsvOutput::open(dir, lengths.as_ref(), dbcs)?) as Box<dyn Output>,
+            dir.display().to_string(),
+        ),
+        None => open_output(opts.out.as_deref(), lengths.as_ref(), dbcs)?,
+    };
     let session = Session {
         addr: opts.broker.clone(),
         client_id: opts.client_id.clone(),
