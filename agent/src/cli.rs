@@ -197,6 +197,10 @@ pub struct ReceiveArgs {
     /// "signals" (repeatable, one DBC per source).
     #[arg(long, value_name = "BUS=FILE", value_parser = parse_dbc_spec)]
     pub dbc: Vec<(String, PathBuf)>,
+    /// MQTT protocol version: 3 (3.1.1) or 5. With 5 the session never expires, so the broker
+    /// keeps unacknowledged batches while the receiver is away.
+    #[arg(long, default_value = "3", value_name = "3|5")]
+    pub mqtt_version: crate::receive::MqttVersion,
     /// CA certificate (PEM) to connect with TLS.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
@@ -369,6 +373,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     max_ranges: a.max_ranges,
                 },
                 dbc: a.dbc.clone(),
+                mqtt_version: a.mqtt_version,
                 tls,
                 credentials: a.username.zip(a.password),
                 duration: a.duration,

@@ -134,6 +134,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
             state: None,
             limits: Default::default(),
             dbc: Vec::new(),
+            mqtt_version: Default::default(),
             tls: None,
             credentials: None,
             duration: None,

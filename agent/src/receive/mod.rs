@@ -21,6 +21,7 @@
 //! broker's in-flight window for good.
 
 mod accounting;
+pub mod client;
 pub mod csv;
 mod latency;
 mod ledger;
@@ -36,10 +37,8 @@ pub use output::{Dbcs, JsonlSink, JsonlWriter, Output, SizedFile};
 
 use crate::mqtt::{BrokerAddr, Session};
 use anyhow::{Context, Result};
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish,
-    QoS, SubscribeReasonCode,
-};
+pub use client::MqttVersion;
+use client::{AckHandle, Client, ConnErr, Ev};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -62,8 +61,6 @@ const REQUEST_CAPACITY: usize = 1024;
 /// Events waiting for the writer. When full, the event loop stops reading the socket, which is
 /// the backpressure we want when the output is slow.
 const EVENT_CAPACITY: usize = 64;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const STATS_EVERY: Duration = Duration::from_millis(200);
 /// How long an exit may wait for queued acks to reach the broker.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -94,6 +91,7 @@ pub struct ReceiveOptions {
     pub limits: Limits,
     /// (CAN source name, DBC file): frame lines of that source get decoded signals.
     pub dbc: Vec<(String, PathBuf)>,
+    pub mqtt_version: MqttVersion,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub credentials: Option<(String, String)>,
     /// Stop after this long.
@@ -113,6 +111,7 @@ impl ReceiveOptions {
             state: None,
             limits: Limits::default(),
             dbc: Vec::new(),
+            mqtt_version: MqttVersion::V3,
             tls: None,
             credentials: None,
             duration: None,
@@ -169,11 +168,9 @@ pub async fn run(
         inflight: INFLIGHT,
         manual_acks: true,
     };
-    let (mqtt, net) = session.options();
-    let (client, mut eventloop) = AsyncClient::new(mqtt, REQUEST_CAPACITY);
-    eventloop.set_network_options(net);
     let (tx, mut events) = mpsc::channel(EVENT_CAPACITY);
-    let _pump = AbortOnDrop(tokio::spawn(pump(eventloop, tx)));
+    let (client, pump) = client::start(&session, opts.mqtt_version, REQUEST_CAPACITY, tx);
+    let _pump = AbortOnDrop(pump);
 
     let mut rx = Shell {
         ledger,
@@ -198,7 +195,7 @@ pub async fn run(
     let hard_end = opts.duration.map(|d| Instant::now() + d);
     let mut tick = tokio::time::interval(STATS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    info!(broker = %rx.broker, topic = %rx.topic, out = %rx.out_name, "receiving");
+    info!(broker = %rx.broker, topic = %rx.topic, out = %rx.out_name, mqtt = ?opts.mqtt_version, "receiving");
 
     let reason = loop {
         rx.push_requests();
@@ -233,33 +230,6 @@ pub async fn run(
     let summary = rx.summary();
     stats.send_replace(summary.clone());
     Ok(summary)
-}
-
-/// Drives the event loop and hands every event to the writer, backing off after errors
-/// (rumqttc reconnects on the next poll, without any delay of its own).
-async fn pump(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, ConnectionError>>) {
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let ev = eventloop.poll().await;
-        let delay = match &ev {
-            Err(_) => {
-                let d = backoff;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                Some(d)
-            }
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = BACKOFF_MIN;
-                None
-            }
-            Ok(_) => None,
-        };
-        if tx.send(ev).await.is_err() {
-            return;
-        }
-        if let Some(d) = delay {
-            tokio::time::sleep(d).await;
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -314,14 +284,14 @@ struct Shell {
     out_name: String,
     state_path: Option<PathBuf>,
     /// Messages handled since the last snapshot, whose acks wait for the next one.
-    held: Vec<Publish>,
+    held: Vec<AckHandle>,
     /// When the next snapshot is due (set by the first message after a snapshot).
     save_at: Option<Instant>,
-    client: AsyncClient,
+    client: Client,
     broker: String,
     topic: String,
     /// Acks the request channel had no room for yet, oldest first.
-    acks: VecDeque<Publish>,
+    acks: VecDeque<AckHandle>,
     subscribe_pending: bool,
     connected: bool,
     connects: u64,
@@ -353,45 +323,40 @@ impl Shell {
     fn push_requests(&mut self) {
         while let Some(p) = self.acks.front() {
             // Full: retry after the next event, by which time the event loop has made room.
-            if self.client.try_ack(p).is_err() {
+            if !self.client.try_ack(p) {
                 break;
             }
             self.acks.pop_front();
         }
-        if self.subscribe_pending
-            && self
-                .client
-                .try_subscribe(self.topic.as_str(), QoS::AtLeastOnce)
-                .is_ok()
-        {
+        if self.subscribe_pending && self.client.try_subscribe(&self.topic) {
             self.subscribe_pending = false;
         }
     }
 
-    fn on_event(&mut self, ev: Event) -> Result<()> {
+    fn on_event(&mut self, ev: Ev) -> Result<()> {
         match ev {
-            Event::Incoming(Packet::ConnAck(ack)) => {
+            Ev::ConnAck { session_present } => {
                 self.connects += 1;
                 self.connected = true;
                 match self.outage_since.take() {
                     Some(t) if self.connects > 1 => info!(
                         broker = %self.broker,
-                        session_present = ack.session_present,
+                        session_present,
                         "reconnected after {:.1} s",
                         t.elapsed().as_secs_f64()
                     ),
                     _ => {
-                        info!(broker = %self.broker, session_present = ack.session_present, "connected")
+                        info!(broker = %self.broker, session_present, "connected")
                     }
                 }
                 // Subscribe on every connection: a restarted broker may have lost the session.
                 self.subscribe_pending = true;
                 self.dirty = true;
             }
-            Event::Incoming(Packet::SubAck(s)) => {
-                if s.return_codes.contains(&SubscribeReasonCode::Failure) {
+            Ev::SubAck { refused } => {
+                if let Some(why) = refused {
                     anyhow::bail!(
-                        "broker {} refused the subscription to '{}' (check its ACL for this user)",
+                        "broker {} refused the subscription to '{}': {why} (check its ACL for this user)",
                         self.broker,
                         self.topic
                     );
@@ -400,17 +365,24 @@ impl Shell {
                 self.dirty = true;
                 info!(topic = %self.topic, "subscribed");
             }
-            Event::Incoming(Packet::Publish(p)) => self.on_publish(p)?,
-            _ => {}
+            Ev::Publish(m) => self.on_publish(*m)?,
+            Ev::DisconnectSent | Ev::Other => {}
         }
         Ok(())
     }
 
-    fn on_publish(&mut self, mut p: Publish) -> Result<()> {
+    fn on_publish(&mut self, m: client::Msg) -> Result<()> {
         self.last_message = Some(Instant::now());
         self.dirty = true;
-        let payload = std::mem::take(&mut p.payload);
-        match self.ledger.classify(&payload) {
+        let client::Msg {
+            topic,
+            at_most_once,
+            handle: mut p,
+        } = m;
+        let payload_len = p.payload().len();
+        let verdict = self.ledger.classify(p.payload());
+        p.drop_payload();
+        match verdict {
             Verdict::New(batch) => {
                 self.out
                     .write_batch(&batch)
@@ -432,7 +404,7 @@ impl Shell {
                 // Acknowledged below all the same: re-delivery cannot repair it.
                 self.bad_logged += 1;
                 if self.bad_logged <= LOGGED_BAD_PAYLOADS {
-                    warn!(topic = %p.topic, bytes = payload.len(), "dropping a bad payload: {e}");
+                    warn!(%topic, bytes = payload_len, "dropping a bad payload: {e}");
                     if self.bad_logged == LOGGED_BAD_PAYLOADS {
                         warn!("further bad payloads are counted, not logged");
                     }
@@ -441,14 +413,14 @@ impl Shell {
         }
         if self.state_path.is_none() {
             // Only now that the lines are flushed.
-            if p.qos != QoS::AtMostOnce {
+            if !at_most_once {
                 self.acks.push_back(p);
                 self.push_requests();
             }
             return Ok(());
         }
         // Only once a snapshot that includes this message is durable.
-        if p.qos != QoS::AtMostOnce {
+        if !at_most_once {
             self.held.push(p);
         }
         if self.save_at.is_none() {
@@ -481,20 +453,13 @@ impl Shell {
         Ok(())
     }
 
-    fn on_error(&mut self, e: ConnectionError) -> Result<()> {
-        if let ConnectionError::ConnectionRefused(code) = &e
+    fn on_error(&mut self, e: ConnErr) -> Result<()> {
+        if let Some(code) = &e.refused
             && self.connects == 0
-            && matches!(
-                code,
-                ConnectReturnCode::BadUserNamePassword
-                    | ConnectReturnCode::NotAuthorized
-                    | ConnectReturnCode::BadClientId
-                    | ConnectReturnCode::RefusedProtocolVersion
-            )
         {
             // Retrying cannot fix these; after a first success they may be a broker restarting.
             anyhow::bail!(
-                "broker {} refused the connection: {code:?} (check the credentials and the client id)",
+                "broker {} refused the connection: {code} (check the credentials, the client id and --mqtt-version)",
                 self.broker
             );
         }
@@ -506,12 +471,12 @@ impl Shell {
         if self.outage_since.is_none() {
             self.outage_since = Some(Instant::now());
             if self.connects == 0 {
-                warn!(broker = %self.broker, "cannot reach the broker: {e}; retrying");
+                warn!(broker = %self.broker, "cannot reach the broker: {}; retrying", e.text);
             } else {
-                warn!(broker = %self.broker, "lost the broker: {e}; reconnecting");
+                warn!(broker = %self.broker, "lost the broker: {}; reconnecting", e.text);
             }
         } else {
-            debug!(broker = %self.broker, "still unreachable: {e}");
+            debug!(broker = %self.broker, "still unreachable: {}", e.text);
         }
         self.dirty = true;
         Ok(())
@@ -521,7 +486,7 @@ impl Shell {
     /// FIFO, so once the event loop has sent the DISCONNECT every ack before it was written.
     /// Messages arriving meanwhile are left unacknowledged: the broker keeps them for the next
     /// session.
-    async fn finish(&mut self, events: &mut mpsc::Receiver<Result<Event, ConnectionError>>) {
+    async fn finish(&mut self, events: &mut mpsc::Receiver<Result<Ev, ConnErr>>) {
         if !self.connected {
             return;
         }
@@ -530,13 +495,13 @@ impl Shell {
         loop {
             self.push_requests();
             if self.acks.is_empty() && !disconnect_queued {
-                disconnect_queued = self.client.try_disconnect().is_ok();
+                disconnect_queued = self.client.try_disconnect();
             }
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(Ok(Event::Outgoing(Outgoing::Disconnect)))) => return,
+                Ok(Some(Ok(Ev::DisconnectSent))) => return,
                 Ok(Some(Ok(_))) => {}
                 Ok(Some(Err(e))) => {
-                    warn!(broker = %self.broker, "connection lost while exiting: {e}; unacknowledged batches will be re-delivered");
+                    warn!(broker = %self.broker, "connection lost while exiting: {}; unacknowledged batches will be re-delivered", e.text);
                     return;
                 }
                 Ok(None) | Err(_) => {
