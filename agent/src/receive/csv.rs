@@ -138,9 +138,11 @@ impl CsvOutput {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let existed = path.exists();
-            let f = SizedFile::open(&path, None, FILE_BUFFER).map_err(io::Error::other)?;
-            if !existed {
+            let known = self.lengths.get(rel).copied();
+            // Its length is known (found at start-up, or written and closed since).
+            let f = SizedFile::open(&path, Some(known.unwrap_or(0)), FILE_BUFFER)
+                .map_err(io::Error::other)?;
+            if known.is_none() {
                 self.created.insert(rel.to_string());
             }
             self.open.insert(rel.to_string(), f);
@@ -424,6 +426,46 @@ mod tests {
         bad.insert("car_1/synth/ch9.csv".into(), 20);
         let e = CsvOutput::open(&root, Some(&bad), Dbcs::default()).expect_err("missing file");
         assert!(e.to_string().contains("ch9.csv: missing"), "{e}");
+    }
+
+    #[test]
+    fn decoded_frames_go_to_one_file_per_message_with_a_column_per_signal() {
+        let dbc = sensor_drivers::dbc::Dbc::parse(
+            "VERSION \"\"\n\nNS_ :\n\nBS_:\n\nBU_: ECU\n\n\
+BO_ 100 MUXED: 2 ECU\n SG_ SEL M : 0|8@1+ (1,0) [0|255] \"\" ECU\n SG_ A m1 : 8|8@1+ (1,0) [0|255] \"\" ECU\n SG_ B m2 : 8|8@1+ (0.5,0) [0|255] \"\" ECU\n",
+        )
+        .expect("test DBC parses");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("csv");
+        let dbcs = Dbcs::new(BTreeMap::from([("can0".to_string(), dbc)]));
+        let mut o = CsvOutput::open(&root, None, dbcs).expect("open");
+        let frame = |t_us, id, data: &[u8]| {
+            Reading::Frame(TimedFrame {
+                t_us,
+                frame: CanFrame::classic(id, false, data).expect("valid"),
+            })
+        };
+        o.write_batch(&batch(
+            1,
+            Content::Data {
+                source: "can0".into(),
+                readings: vec![
+                    frame(10, 100, &[1, 7]),
+                    frame(11, 100, &[2, 7]),
+                    frame(12, 0x7ff, &[]),
+                ],
+            },
+        ))
+        .expect("write");
+        o.sync().expect("sync");
+        assert_eq!(
+            read(&root, "car_1/can0/MUXED.csv"),
+            "t_us,SEL,A,B\n10,1.0,7.0,\n11,2.0,,3.5\n"
+        );
+        assert_eq!(
+            read(&root, "car_1/can0/7FF.csv"),
+            "t_us,flags,len,data\n12,0,0,\n"
+        );
     }
 
     #[test]
