@@ -193,6 +193,30 @@ pub struct ReceiveArgs {
     /// Output JSONL file (appended); '-' for stdout.
     #[arg(long, short, default_value = "-")]
     pub out: PathBuf,
+    /// Write CSV files under DIR instead of JSONL: one per channel, CAN id or decoded message,
+    /// plus <vehicle>/events.csv (see docs/receive.md).
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub csv: Option<PathBuf>,
+    /// State file (dedup, accounting, output lengths), saved atomically; batches are
+    /// acknowledged only once it is durable. Default: <OUT>.state beside a file output; with
+    /// stdout and no --state the state lives in memory only (at-least-once across restarts).
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Runs per vehicle kept in full detail; older ones are folded into totals and a run
+    /// low-water mark (memory bound, see docs/receive.md).
+    #[arg(long, default_value_t = 16)]
+    pub max_runs: usize,
+    /// Sequence ranges per run before its low-water mark moves up (memory bound).
+    #[arg(long, default_value_t = 1024)]
+    pub max_ranges: usize,
+    /// Decode the CAN frames of source BUS with the DBC FILE: frame lines get "msg" and
+    /// "signals" (repeatable, one DBC per source).
+    #[arg(long, value_name = "BUS=FILE", value_parser = parse_dbc_spec)]
+    pub dbc: Vec<(String, PathBuf)>,
+    /// MQTT protocol version: 3 (3.1.1) or 5. With 5 the session never expires, so the broker
+    /// keeps unacknowledged batches while the receiver is away.
+    #[arg(long, default_value = "3", value_name = "3|5")]
+    pub mqtt_version: crate::receive::MqttVersion,
     /// CA certificate (PEM) to connect with TLS.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
@@ -231,6 +255,17 @@ fn print_bench<T: serde::Serialize>(
         println!("{}", serde_json::to_string_pretty(r)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_dbc_spec(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((bus, file)) if !bus.is_empty() && !file.is_empty() => {
+            Ok((bus.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!(
+            "'{s}': expected BUS=FILE, the source name and its DBC (example: can0=car.dbc)"
+        )),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -331,11 +366,30 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 None => None,
             };
             let out = (a.out.as_os_str() != "-").then(|| a.out.clone());
+            let state = a.state.clone().or_else(|| {
+                a.csv
+                    .as_deref()
+                    .or(out.as_deref())
+                    .map(crate::receive::state::default_path)
+            });
+            if state.is_none() {
+                tracing::warn!(
+                    "no --state: dedup and accounting live in memory only, so after a restart re-delivered batches may be written to stdout again"
+                );
+            }
             let opts = crate::receive::ReceiveOptions {
                 broker,
                 topic: a.topic,
                 client_id: a.client_id,
                 out,
+                csv: a.csv.clone(),
+                state,
+                limits: crate::receive::Limits {
+                    max_runs: a.max_runs,
+                    max_ranges: a.max_ranges,
+                },
+                dbc: a.dbc.clone(),
+                mqtt_version: a.mqtt_version,
                 tls,
                 credentials: a.username.zip(a.password),
                 duration: a.duration,

@@ -12,17 +12,85 @@
 //!
 //! `Run` and `Gap` batches occupy sequence numbers of their run like data batches do (seq 0 of
 //! every run is its `Run` announcement), so they count as arrived.
+//!
+//! The arrived sets are also the receiver's dedup (batch ids are never reused, so "arrived
+//! before" is exactly "duplicate").
+//!
+//! # Bounded memory
+//!
+//! Everything here is kept as range sets, whose size grows with holes and with runs, so both are
+//! capped ([`Limits`]), and nothing is dropped silently:
+//! - a run whose three sets (arrived, evicted, damaged) hold more than `max_ranges` ranges gets a
+//!   low-water mark: the lower half of its ranges is folded into counters, and the holes below
+//!   the mark are counted as `untracked_batches` (missing when they stopped being tracked);
+//! - beyond `max_runs` runs, the oldest (lowest-numbered) run is folded into per-vehicle totals
+//!   (its still-missing batches also become `untracked_batches`) and the vehicle's run low-water
+//!   mark moves to it;
+//! - a batch below a low-water mark is judged already seen without proof: dropped, and counted
+//!   as `low_water_batches` (and samples), apart from proven duplicates;
+//! - gap notices naming sequence numbers below a mark count as `late_notice_batches`.
 
 use super::latency::LatencyHistogram;
 use crate::codec::{BatchId, GapBody, GapCause, RunBody};
 use crate::ranges::RangeSet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// How many missing ranges a [`RunSummary`] lists (the count is always exact).
 pub const MAX_LISTED_RANGES: usize = 16;
+/// `Dropped` notices remembered per vehicle to recognise a repeated one (they name no sequence
+/// numbers). A repeat older than that many notices would be counted twice.
+pub const RECENT_DROPPED_NOTICES: usize = 64;
 
-#[derive(Debug, Clone, Default)]
+/// Memory bounds of the accounting (and so of the dedup and of the state file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Runs per vehicle kept with full detail.
+    pub max_runs: usize,
+    /// Ranges per run (arrived + evicted + damaged) before its low-water mark moves up.
+    pub max_ranges: usize,
+}
+
+impl Default for Limits {
+    /// 16 runs × 1024 ranges: at most about 0.8 MB of ranges per vehicle in memory.
+    fn default() -> Self {
+        Limits {
+            max_runs: 16,
+            max_ranges: 1024,
+        }
+    }
+}
+
+/// What a run's low-water mark folded away.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Retired {
+    arrived: u64,
+    evicted: u64,
+    damaged: u64,
+    /// Holes below the mark: missing when they stopped being tracked.
+    untracked: u64,
+}
+
+/// Totals of the runs folded away.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Forgotten {
+    runs: u64,
+    evicted: u64,
+    damaged: u64,
+    lost_in_crash: u64,
+    untracked: u64,
+}
+
+/// Whether a batch was seen before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    No,
+    Yes,
+    /// Below a low-water mark: taken as seen without proof.
+    BelowLowWater,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RunLedger {
     arrived: RangeSet,
     evicted: RangeSet,
@@ -34,10 +102,66 @@ struct RunLedger {
     /// Set when a later run announced this one as its predecessor.
     ended_by_run: Option<u32>,
     durable_last_seq: Option<u64>,
+    /// Low-water mark: sequence numbers below it are no longer tracked one by one.
+    floor: u64,
+    retired: Retired,
+}
+
+impl RunLedger {
+    fn range_count(&self) -> usize {
+        self.arrived.range_count() + self.evicted.range_count() + self.damaged.range_count()
+    }
+
+    /// Folds the lower half of the ranges below a new low-water mark.
+    fn retire_half(&mut self) {
+        let mut starts: Vec<u64> = self
+            .arrived
+            .iter_ranges()
+            .chain(self.evicted.iter_ranges())
+            .chain(self.damaged.iter_ranges())
+            .map(|(s, _)| s)
+            .collect();
+        if starts.len() < 2 {
+            return;
+        }
+        starts.sort_unstable();
+        let floor = starts[starts.len() / 2];
+        if floor <= self.floor {
+            return;
+        }
+        let (from, to) = (self.floor, floor);
+        let arrived = self.arrived.count_in(from, to);
+        let mut explained = self.arrived.clone();
+        let mut evicted = 0;
+        for (s, e) in self.evicted.iter_ranges() {
+            let (s, e) = (s.max(from), e.min(to));
+            if s < e {
+                evicted += (e - s) - explained.count_in(s, e);
+                explained.insert_range(s, e);
+            }
+        }
+        let mut damaged = 0;
+        for (s, e) in self.damaged.iter_ranges() {
+            let (s, e) = (s.max(from), e.min(to));
+            if s < e {
+                damaged += (e - s) - explained.count_in(s, e);
+                explained.insert_range(s, e);
+            }
+        }
+        let holes: u64 = explained.holes(from, to).iter().map(|(s, e)| e - s).sum();
+        self.retired.arrived += arrived;
+        self.retired.evicted += evicted;
+        self.retired.damaged += damaged;
+        self.retired.untracked += holes;
+        self.arrived.remove_below(floor);
+        self.evicted.remove_below(floor);
+        self.damaged.remove_below(floor);
+        self.floor = floor;
+    }
 }
 
 /// Counters and per-run sequence ledgers of one vehicle.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Accounting {
     batches: u64,
     duplicate_batches: u64,
@@ -47,11 +171,18 @@ pub struct Accounting {
     evicted_samples: u64,
     dropped_batches: u64,
     dropped_samples: u64,
-    /// Gap notice bodies seen, so a repeated notice is not counted twice.
-    seen_gaps: std::collections::HashSet<GapBody>,
+    /// The last `Dropped` notices, so a repeated one is not counted twice (the other causes are
+    /// recognised by their sequence numbers).
+    recent_dropped: std::collections::VecDeque<GapBody>,
     run_announcements: u64,
     runs: BTreeMap<u32, RunLedger>,
     latency: LatencyHistogram,
+    /// Runs up to this one were folded into `forgotten`.
+    run_floor: Option<u32>,
+    forgotten: Forgotten,
+    low_water_batches: u64,
+    low_water_samples: u64,
+    late_notice_batches: u64,
 }
 
 /// What is known about one run of one vehicle.
@@ -90,6 +221,16 @@ pub struct RunSummary {
     pub ended_by_run: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost_in_crash_after_seq: Option<u64>,
+    /// Low-water mark: sequence numbers below it are no longer tracked one by one (absent: 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub low_water_seq: u64,
+    /// Missing below the low-water mark when it moved up: no longer tracked.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub untracked_batches: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Everything known about one vehicle.
@@ -113,6 +254,17 @@ pub struct VehicleSummary {
     pub run_announcements: u64,
     pub missing_batches: u64,
     pub lost_in_crash_batches: u64,
+    /// Batches dropped because they were below a low-water mark (taken as already seen without
+    /// proof, see the memory bounds), and their samples.
+    pub low_water_batches: u64,
+    pub low_water_samples: u64,
+    /// Runs folded into these totals (memory bound); they are no longer listed in `runs`.
+    pub forgotten_runs: u64,
+    /// Missing batches that stopped being tracked (below a low-water mark, or in a forgotten
+    /// run): they may still arrive (then counted in `low_water_batches`), or were lost.
+    pub untracked_batches: u64,
+    /// Batches named by gap notices below a low-water mark (not in `evicted_batches`).
+    pub late_notice_batches: u64,
     /// End-to-end latency of data batches: receive wall time minus the batch's last sample time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms_p50: Option<f64>,
@@ -128,11 +280,71 @@ impl Accounting {
         Self::default()
     }
 
+    /// The run's ledger, created on first use; `None` for a run folded away.
+    fn run_mut(&mut self, run: u32) -> Option<&mut RunLedger> {
+        if self.run_floor.is_some_and(|f| run <= f) && !self.runs.contains_key(&run) {
+            return None;
+        }
+        Some(self.runs.entry(run).or_default())
+    }
+
+    /// Whether batch `id` was accepted before.
+    pub fn seen(&self, id: BatchId) -> Seen {
+        match self.runs.get(&id.run) {
+            Some(r) if id.seq < r.floor => Seen::BelowLowWater,
+            Some(r) if r.arrived.contains(id.seq) => Seen::Yes,
+            Some(_) => Seen::No,
+            None if self.run_floor.is_some_and(|f| id.run <= f) => Seen::BelowLowWater,
+            None => Seen::No,
+        }
+    }
+
     /// A batch accepted for the first time; `samples` is its sample count (0 for control kinds).
-    pub fn on_batch(&mut self, id: BatchId, samples: u64) {
+    /// False (and nothing counted) if it was already accepted, or is below a low-water mark.
+    pub fn on_batch(&mut self, id: BatchId, samples: u64) -> bool {
+        if self.seen(id) != Seen::No {
+            return false;
+        }
+        let Some(run) = self.run_mut(id.run) else {
+            return false;
+        };
+        if !run.arrived.insert(id.seq) {
+            return false;
+        }
         self.batches += 1;
         self.samples += samples;
-        self.runs.entry(id.run).or_default().arrived.insert(id.seq);
+        true
+    }
+
+    /// A batch dropped because it was below a low-water mark.
+    pub fn on_low_water(&mut self, samples: u64) {
+        self.low_water_batches += 1;
+        self.low_water_samples += samples;
+    }
+
+    /// Applies `limits` after a change to `run`.
+    pub fn enforce(&mut self, limits: &Limits, run: u32) {
+        if let Some(r) = self.runs.get_mut(&run) {
+            while r.range_count() > limits.max_ranges.max(2) {
+                let before = r.floor;
+                r.retire_half();
+                if r.floor == before {
+                    break;
+                }
+            }
+        }
+        while self.runs.len() > limits.max_runs.max(1) {
+            let Some((run, r)) = self.runs.pop_first() else {
+                break;
+            };
+            let s = run_summary(run, &r);
+            self.forgotten.runs += 1;
+            self.forgotten.evicted += s.evicted_batches;
+            self.forgotten.damaged += s.damaged_batches;
+            self.forgotten.lost_in_crash += s.lost_in_crash_batches;
+            self.forgotten.untracked += s.missing_batches + s.untracked_batches;
+            self.run_floor = Some(self.run_floor.map_or(run, |f| f.max(run)));
+        }
     }
 
     /// A re-sent batch that was dropped.
@@ -142,39 +354,79 @@ impl Accounting {
     }
 
     /// A gap notice (its own batch is counted by [`Accounting::on_batch`]).
+    ///
+    /// A repeated notice (the car re-sends one under a new id when the first copy was evicted
+    /// before its ack) counts once: for `Evicted` and `Damaged`, a notice whose sequence numbers
+    /// are all already reported adds nothing; `Dropped` notices are compared with the last
+    /// [`RECENT_DROPPED_NOTICES`].
     pub fn on_gap(&mut self, gap: &GapBody) {
-        if !self.seen_gaps.insert(gap.clone()) {
-            return;
-        }
-        self.gap_notices += 1;
-        let run = self.runs.entry(gap.run).or_default();
-        let set = match gap.cause {
-            GapCause::Evicted => {
-                self.evicted_samples += gap.samples;
-                &mut run.evicted
-            }
-            GapCause::Damaged => &mut run.damaged,
-            GapCause::Dropped => {
-                self.dropped_batches += gap.batches;
-                self.dropped_samples += gap.samples;
+        if gap.cause == GapCause::Dropped {
+            if self.recent_dropped.contains(gap) {
                 return;
             }
+            if self.recent_dropped.len() >= RECENT_DROPPED_NOTICES {
+                self.recent_dropped.pop_front();
+            }
+            self.recent_dropped.push_back(gap.clone());
+            self.gap_notices += 1;
+            self.dropped_batches += gap.batches;
+            self.dropped_samples += gap.samples;
+            return;
+        }
+        let evicted = gap.cause == GapCause::Evicted;
+        let Some(run) = self.run_mut(gap.run) else {
+            // A forgotten run: its missing batches were counted as untracked.
+            self.gap_notices += 1;
+            self.late_notice_batches += gap.batches;
+            if evicted {
+                self.evicted_samples += gap.samples;
+            }
+            return;
         };
+        let floor = run.floor;
+        let set = if evicted {
+            &mut run.evicted
+        } else {
+            &mut run.damaged
+        };
+        let mut late = 0;
+        let mut fresh = false;
         for &(start, end) in &gap.seqs {
-            set.insert_range(start, end);
+            if start >= end {
+                continue;
+            }
+            late += floor.clamp(start, end) - start;
+            let start = start.max(floor);
+            if start < end {
+                fresh |= set.count_in(start, end) < end - start;
+            }
+        }
+        if !fresh && late == 0 {
+            return;
+        }
+        for &(start, end) in &gap.seqs {
+            set.insert_range(start.max(floor), end);
+        }
+        self.gap_notices += 1;
+        self.late_notice_batches += late;
+        if evicted {
+            self.evicted_samples += gap.samples;
         }
     }
 
     /// A run announcement `id` (its own batch is counted by [`Accounting::on_batch`]).
     pub fn on_run(&mut self, id: BatchId, body: &RunBody) {
         self.run_announcements += 1;
-        let this = self.runs.entry(id.run).or_default();
-        this.announced = true;
-        this.previous_run = body.previous_run;
-        this.previous_durable_last_seq = body.previous_durable_last_seq;
+        if let Some(this) = self.run_mut(id.run) {
+            this.announced = true;
+            this.previous_run = body.previous_run;
+            this.previous_durable_last_seq = body.previous_durable_last_seq;
+        }
         // A run cannot end itself; such an announcement is malformed and only recorded above.
-        if let Some(prev) = body.previous_run.filter(|&p| p != id.run) {
-            let p = self.runs.entry(prev).or_default();
+        // A forgotten predecessor's missing batches were already counted as untracked.
+        if let Some(prev) = body.previous_run.filter(|&p| p != id.run)
+            && let Some(p) = self.run_mut(prev)
+        {
             p.ended_by_run = Some(id.run);
             p.durable_last_seq = body.previous_durable_last_seq;
         }
@@ -200,14 +452,23 @@ impl Accounting {
             gap_notices: self.gap_notices,
             // Counted from the union of reported ranges, so a notice repeated under a new id
             // does not count the same batches twice.
-            evicted_batches: runs.iter().map(|r| r.evicted_batches).sum(),
+            evicted_batches: runs.iter().map(|r| r.evicted_batches).sum::<u64>()
+                + self.forgotten.evicted,
             evicted_samples: self.evicted_samples,
-            damaged_batches: runs.iter().map(|r| r.damaged_batches).sum(),
+            damaged_batches: runs.iter().map(|r| r.damaged_batches).sum::<u64>()
+                + self.forgotten.damaged,
             dropped_batches: self.dropped_batches,
             dropped_samples: self.dropped_samples,
             run_announcements: self.run_announcements,
             missing_batches: runs.iter().map(|r| r.missing_batches).sum(),
-            lost_in_crash_batches: runs.iter().map(|r| r.lost_in_crash_batches).sum(),
+            lost_in_crash_batches: runs.iter().map(|r| r.lost_in_crash_batches).sum::<u64>()
+                + self.forgotten.lost_in_crash,
+            low_water_batches: self.low_water_batches,
+            low_water_samples: self.low_water_samples,
+            forgotten_runs: self.forgotten.runs,
+            untracked_batches: runs.iter().map(|r| r.untracked_batches).sum::<u64>()
+                + self.forgotten.untracked,
+            late_notice_batches: self.late_notice_batches,
             latency_ms_p50: self.latency.quantile_us(0.5).map(ms),
             latency_ms_p99: self.latency.quantile_us(0.99).map(ms),
             latency_ms_max: self.latency.max_us().map(|us| ms(us as f64)),
@@ -217,17 +478,23 @@ impl Accounting {
 }
 
 fn run_summary(run: u32, r: &RunLedger) -> RunSummary {
-    let max_seq = r.arrived.max().max(r.evicted.max()).max(r.damaged.max());
+    let below = r.floor.checked_sub(1);
+    let max_seq = r
+        .arrived
+        .max()
+        .max(r.evicted.max())
+        .max(r.damaged.max())
+        .max(below);
     // Sequence numbers up to the announced durable end exist even if none of them arrived yet.
     let durable = r.ended_by_run.and(r.durable_last_seq);
     let known_end = max_seq.max(durable).map_or(0, |m| m.saturating_add(1));
     let mut explained = r.arrived.clone();
-    let mut evicted_batches = 0;
+    let mut evicted_batches = r.retired.evicted;
     for (s, e) in r.evicted.iter_ranges() {
         evicted_batches += (e - s) - explained.count_in(s, e);
         explained.insert_range(s, e);
     }
-    let mut damaged_batches = 0;
+    let mut damaged_batches = r.retired.damaged;
     for (s, e) in r.damaged.iter_ranges() {
         damaged_batches += (e - s) - explained.count_in(s, e);
         explained.insert_range(s, e);
@@ -239,7 +506,7 @@ fn run_summary(run: u32, r: &RunLedger) -> RunSummary {
     let mut missing_batches = 0;
     let mut lost_in_crash_batches = 0;
     let mut missing = Vec::new();
-    for (s, e) in explained.holes(0, known_end) {
+    for (s, e) in explained.holes(r.floor, known_end) {
         let split = lost_from.map_or(e, |l| l.clamp(s, e));
         if split > s {
             missing_batches += split - s;
@@ -252,7 +519,7 @@ fn run_summary(run: u32, r: &RunLedger) -> RunSummary {
     RunSummary {
         run,
         max_seq,
-        batches: r.arrived.len(),
+        batches: r.arrived.len() + r.retired.arrived,
         evicted_batches,
         damaged_batches,
         missing_batches,
@@ -263,6 +530,8 @@ fn run_summary(run: u32, r: &RunLedger) -> RunSummary {
         previous_durable_last_seq: r.previous_durable_last_seq,
         ended_by_run: r.ended_by_run,
         lost_in_crash_after_seq: durable,
+        low_water_seq: r.floor,
+        untracked_batches: r.retired.untracked,
     }
 }
 
@@ -403,7 +672,7 @@ mod tests {
                 match *e {
                     Ev::Arrive(r, s) => {
                         if arrived.entry(r).or_default().insert(s) {
-                            a.on_batch(id(r, s), 1);
+                            prop_assert!(a.on_batch(id(r, s), 1));
                         } else {
                             a.on_duplicate(1);
                         }

@@ -9,7 +9,7 @@ const SUB: u64 = 1 << SUB_BITS;
 /// Buckets needed to cover all of u64.
 const BUCKETS: usize = ((64 - SUB_BITS as usize) + 1) << SUB_BITS;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LatencyHistogram {
     /// Empty until the first record, so vehicles without data batches cost nothing.
     counts: Vec<u64>,

@@ -5,11 +5,10 @@
 //! [`Ledger::commit`] records it. If writing fails, the batch stays unseen and its redelivery
 //! (the broker re-sends everything not acknowledged) is written instead of dropped.
 
-use super::accounting::{Accounting, VehicleSummary};
-use super::dedup::Dedup;
+use super::accounting::{Accounting, Limits, Seen, VehicleSummary};
 use crate::codec::{self, BatchId, DecodeError, GapBody, Kind, RunBody};
 use sensor_drivers::Reading;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A batch seen for the first time, with its body decoded.
@@ -38,6 +37,9 @@ pub enum Verdict {
     Bad(DecodeError),
     /// Already written (counted); acknowledge and drop it.
     Duplicate { vehicle: String, id: BatchId },
+    /// Below a low-water mark of the bounded dedup, so taken as already written (counted
+    /// apart from proven duplicates); acknowledge and drop it.
+    BelowLowWater { vehicle: String, id: BatchId },
     /// Write it, then [`Ledger::commit`] it, then acknowledge it.
     New(Batch),
 }
@@ -55,9 +57,12 @@ pub struct ReceiveSummary {
     pub vehicles: BTreeMap<String, VehicleSummary>,
 }
 
-#[derive(Debug, Default)]
+/// Serialised whole as the receiver's state file (see `state.rs`).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Ledger {
-    dedup: Dedup,
+    /// Not part of the state: set from the options at each start.
+    #[serde(skip)]
+    limits: Limits,
     vehicles: BTreeMap<String, Accounting>,
     messages: u64,
     bad_payloads: u64,
@@ -66,6 +71,11 @@ pub struct Ledger {
 impl Ledger {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Memory bounds; they apply from the next batch on.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     fn with_vehicle(&mut self, vehicle: &str, f: impl FnOnce(&mut Accounting)) {
@@ -95,13 +105,27 @@ impl Ledger {
             ));
         }
         // Before decoding the body: a duplicate costs no more than its header.
-        if self.dedup.is_seen(&env.vehicle, env.id) {
-            let samples = u64::from(env.samples);
-            self.with_vehicle(&env.vehicle, |a| a.on_duplicate(samples));
-            return Verdict::Duplicate {
-                vehicle: env.vehicle,
-                id: env.id,
-            };
+        let seen = self
+            .vehicles
+            .get(&env.vehicle)
+            .map_or(Seen::No, |a| a.seen(env.id));
+        let samples = u64::from(env.samples);
+        match seen {
+            Seen::No => {}
+            Seen::Yes => {
+                self.with_vehicle(&env.vehicle, |a| a.on_duplicate(samples));
+                return Verdict::Duplicate {
+                    vehicle: env.vehicle,
+                    id: env.id,
+                };
+            }
+            Seen::BelowLowWater => {
+                self.with_vehicle(&env.vehicle, |a| a.on_low_water(samples));
+                return Verdict::BelowLowWater {
+                    vehicle: env.vehicle,
+                    id: env.id,
+                };
+            }
         }
         let content = match env.kind {
             Kind::Data => codec::data_readings(&env)
@@ -132,23 +156,25 @@ impl Ledger {
     /// Records a batch from [`Ledger::classify`] once it is written; `now_us` is the wall
     /// clock at reception, for the end-to-end latency.
     pub fn commit(&mut self, batch: &Batch, now_us: u64) {
-        if !self.dedup.observe(&batch.vehicle, batch.id) {
+        let limits = self.limits;
+        self.with_vehicle(&batch.vehicle, |acct| {
+            let samples = match &batch.content {
+                Content::Data { readings, .. } => readings.len() as u64,
+                _ => 0,
+            };
             // Committed twice: already counted.
-            return;
-        }
-        self.with_vehicle(&batch.vehicle, |acct| match &batch.content {
-            Content::Data { readings, .. } => {
-                acct.on_batch(batch.id, readings.len() as u64);
-                acct.on_latency(now_us.saturating_sub(batch.t_last_us));
+            if !acct.on_batch(batch.id, samples) {
+                return;
             }
-            Content::Gap(g) => {
-                acct.on_batch(batch.id, 0);
-                acct.on_gap(g);
+            match &batch.content {
+                Content::Data { .. } => acct.on_latency(now_us.saturating_sub(batch.t_last_us)),
+                Content::Gap(g) => {
+                    acct.on_gap(g);
+                    acct.enforce(&limits, g.run);
+                }
+                Content::Run(r) => acct.on_run(batch.id, r),
             }
-            Content::Run(r) => {
-                acct.on_batch(batch.id, 0);
-                acct.on_run(batch.id, r);
-            }
+            acct.enforce(&limits, batch.id.run);
         });
     }
 
@@ -243,6 +269,118 @@ mod tests {
         // Seq 0 (the run announcement) has not arrived.
         assert_eq!(v.missing_batches, 1);
         assert_eq!(v.latency_ms_p50, Some(10.0));
+    }
+
+    fn one_sample(vehicle: &str, bid: BatchId) -> Vec<u8> {
+        encode(&data_envelope(
+            vehicle,
+            bid,
+            "s",
+            &samples(1, 1_000 + bid.seq),
+        ))
+    }
+
+    fn evicted(vehicle: &str, bid: BatchId, run: u32, seqs: (u64, u64)) -> Vec<u8> {
+        let mut set = RangeSet::new();
+        set.insert_range(seqs.0, seqs.1);
+        encode(&control_envelope(
+            vehicle,
+            bid,
+            Kind::Gap,
+            5,
+            &gap_from(codec::GapCause::Evicted, run, &set, 1, 1, 2),
+        ))
+    }
+
+    /// State bytes after 100 000 batches with one hole in ten, bounded and unbounded.
+    #[test]
+    fn state_size_is_bounded() {
+        let size = |limits: Limits| {
+            let mut l = Ledger::new();
+            l.set_limits(limits);
+            for seq in (0..100_000u64).filter(|s| s % 10 != 5) {
+                if let Verdict::New(b) = l.classify(&one_sample("car", id(1, seq))) {
+                    l.commit(&b, 2_000_000);
+                }
+            }
+            let v = &l.summary().vehicles["car"];
+            assert_eq!(v.batches + v.untracked_batches + v.missing_batches, 100_000);
+            super::super::state::encode(&BTreeMap::new(), &l).len()
+        };
+        let bounded = size(Limits::default());
+        let unbounded = size(Limits {
+            max_runs: usize::MAX,
+            max_ranges: usize::MAX,
+        });
+        eprintln!(
+            "state after 1e5 batches, 1e4 holes: {bounded} bytes bounded, {unbounded} unbounded"
+        );
+        assert!(bounded < 32 << 10, "{bounded} bytes");
+        assert!(unbounded > 4 * bounded, "{unbounded} vs {bounded}");
+    }
+
+    proptest::proptest! {
+        /// Under any arrival order, with tiny bounds and a save/restore of the state at a random
+        /// moment: no batch is ever written twice, a "duplicate" verdict is always a batch written
+        /// before, and every arrival is written, a duplicate or counted below the low-water mark.
+        #[test]
+        fn bounded_ledger_never_writes_twice_and_counts_the_rest(
+            ids in proptest::collection::vec((0u32..6, 0u64..40), 1..120),
+            repeats in proptest::collection::vec(1usize..3, 120),
+            gaps in proptest::collection::vec((0u32..6, 0u64..40, 1u64..5), 0..8),
+            order in proptest::collection::vec(proptest::prelude::any::<u32>(), 400),
+            restore_at in 0usize..400,
+            max_runs in 1usize..4,
+            max_ranges in 2usize..6,
+        ) {
+            let limits = Limits { max_runs, max_ranges };
+            let mut arrivals = Vec::new();
+            for (i, &(run, seq)) in ids.iter().enumerate() {
+                for _ in 0..repeats[i % repeats.len()] {
+                    arrivals.push((id(run, seq), one_sample("car", id(run, seq))));
+                }
+            }
+            for (i, &(run, s, n)) in gaps.iter().enumerate() {
+                // Notices live at seq 100.. of their run: never collide with data ids.
+                let bid = id(run, 100 + i as u64);
+                arrivals.push((bid, evicted("car", bid, run, (s, s + n))));
+            }
+            let mut keyed: Vec<_> = arrivals.into_iter().enumerate()
+                .map(|(i, a)| (order[i % order.len()], i, a)).collect();
+            keyed.sort_by_key(|k| (k.0, k.1));
+            let mut l = Ledger::new();
+            l.set_limits(limits);
+            let mut written = std::collections::HashSet::new();
+            let total = keyed.len() as u64;
+            for (i, (_, _, (bid, payload))) in keyed.into_iter().enumerate() {
+                if i == restore_at {
+                    let bytes = super::super::state::encode(&BTreeMap::new(), &l);
+                    l = super::super::state::decode(&bytes).expect("own state decodes").ledger;
+                    l.set_limits(limits);
+                }
+                match l.classify(&payload) {
+                    Verdict::New(b) => {
+                        proptest::prop_assert!(written.insert(bid), "{} written twice", bid);
+                        l.commit(&b, 10);
+                    }
+                    Verdict::Duplicate { id, .. } => {
+                        proptest::prop_assert!(written.contains(&id), "{} called a duplicate, never written", id);
+                    }
+                    Verdict::BelowLowWater { .. } => {}
+                    Verdict::Bad(e) => proptest::prop_assert!(false, "bad: {}", e),
+                }
+            }
+            let s = l.summary();
+            proptest::prop_assert_eq!(s.messages, total);
+            let v = &s.vehicles["car"];
+            proptest::prop_assert_eq!(v.batches, written.len() as u64);
+            proptest::prop_assert_eq!(v.batches + v.duplicate_batches + v.low_water_batches, total);
+            let distinct: std::collections::HashSet<BatchId> = ids.iter().map(|&(r, q)| id(r, q))
+                .chain(gaps.iter().enumerate().map(|(i, g)| id(g.0, 100 + i as u64))).collect();
+            let unwritten = distinct.iter().filter(|b| !written.contains(b)).count() as u64;
+            proptest::prop_assert!(unwritten <= v.low_water_batches, "{} unwritten, {} counted", unwritten, v.low_water_batches);
+            proptest::prop_assert!(v.runs.len() <= max_runs);
+        }
     }
 
     #[test]

@@ -3,10 +3,17 @@
 //! did not arrive: evicted by the car's disk cap, lost in a crash before its fsync, or still
 //! missing (see `accounting.rs` for the exact rules).
 //!
-//! The sans-IO [`Ledger`] ([`Dedup`] + [`Accounting`]) decides; [`run`] does the IO. A batch is
-//! acknowledged to the broker only once its lines are written and flushed (manual acks on a
-//! persistent session), so a receiver crash loses nothing: the broker re-delivers whatever was
-//! not acknowledged.
+//! The sans-IO [`Ledger`] (per-vehicle [`Accounting`], which is also the dedup) decides; [`run`]
+//! does the IO.
+//!
+//! With a state file (`--state`, by default `<out>.state` beside a file output) a batch is
+//! acknowledged to the broker only once a snapshot of the ledger that includes it is durable,
+//! together with the output's length at that moment (group commit: one snapshot per
+//! [`GROUP_COMMIT`] or per [`GROUP_MAX`] messages). After a crash the output is cut back to the
+//! recorded length and the broker re-delivers exactly the batches past it: every batch is in the
+//! output exactly once. Without a state file (stdout by default) the ledger lives in memory, a
+//! batch is acknowledged once its lines are flushed, and a restart may write re-delivered batches
+//! again (at least once).
 //!
 //! The MQTT event loop runs in its own task and is never cancelled while a session is in use:
 //! cancelling `EventLoop::poll` in the middle of writing an ack loses that ack, and a broker
@@ -14,28 +21,26 @@
 //! broker's in-flight window for good.
 
 mod accounting;
-mod dedup;
+pub mod client;
+pub mod csv;
 mod latency;
 mod ledger;
 mod output;
+pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use accounting::{Accounting, MAX_LISTED_RANGES, RunSummary, VehicleSummary};
-pub use dedup::Dedup;
+pub use accounting::{Accounting, Limits, MAX_LISTED_RANGES, RunSummary, Seen, VehicleSummary};
 pub use latency::LatencyHistogram;
 pub use ledger::{Batch, Content, Ledger, ReceiveSummary, Verdict};
-pub use output::JsonlWriter;
+pub use output::{Dbcs, JsonlSink, JsonlWriter, Output, SizedFile};
 
 use crate::mqtt::{BrokerAddr, Session};
 use anyhow::{Context, Result};
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish,
-    QoS, SubscribeReasonCode,
-};
+pub use client::MqttVersion;
+use client::{AckHandle, Client, ConnErr, Ev};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,13 +61,17 @@ const REQUEST_CAPACITY: usize = 1024;
 /// Events waiting for the writer. When full, the event loop stops reading the socket, which is
 /// the backpressure we want when the output is slow.
 const EVENT_CAPACITY: usize = 64;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const STATS_EVERY: Duration = Duration::from_millis(200);
 /// How long an exit may wait for queued acks to reach the broker.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 const LOGGED_BAD_PAYLOADS: u64 = 10;
-const OUT_BUFFER: usize = 1 << 20;
+/// Small enough that lines reach the file between snapshots, so a crash leaves some to cut.
+const OUT_BUFFER: usize = 64 << 10;
+/// Longest wait between a message and the snapshot that releases its ack.
+pub const GROUP_COMMIT: Duration = Duration::from_millis(100);
+/// Messages waiting for a snapshot that trigger one at once. Below the broker's in-flight window
+/// (Mosquitto: 20 by default), so that window never stalls on acks held back here.
+pub const GROUP_MAX: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct ReceiveOptions {
@@ -74,6 +83,15 @@ pub struct ReceiveOptions {
     pub client_id: String,
     /// JSON Lines output, appended to; `None` or `-` for stdout.
     pub out: Option<PathBuf>,
+    /// CSV output directory instead of JSON Lines (see [`csv`]).
+    pub csv: Option<PathBuf>,
+    /// State file (dedup, accounting, output lengths); `None`: in memory only.
+    pub state: Option<PathBuf>,
+    /// Memory bounds of the dedup and accounting.
+    pub limits: Limits,
+    /// (CAN source name, DBC file): frame lines of that source get decoded signals.
+    pub dbc: Vec<(String, PathBuf)>,
+    pub mqtt_version: MqttVersion,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub credentials: Option<(String, String)>,
     /// Stop after this long.
@@ -89,6 +107,11 @@ impl ReceiveOptions {
             topic: DEFAULT_TOPIC.to_string(),
             client_id: DEFAULT_CLIENT_ID.to_string(),
             out: None,
+            csv: None,
+            state: None,
+            limits: Limits::default(),
+            dbc: Vec::new(),
+            mqtt_version: MqttVersion::V3,
             tls: None,
             credentials: None,
             duration: None,
@@ -112,7 +135,26 @@ pub async fn run(
             opts.topic
         );
     }
-    let (sink, out_name) = open_output(opts.out.as_deref())?;
+    let dbcs = Dbcs::load(&opts.dbc)?;
+    let saved = match &opts.state {
+        Some(p) => state::load(p)?,
+        None => None,
+    };
+    let (mut ledger, lengths) = match saved {
+        Some(s) => {
+            info!(state = %opts.state.as_deref().unwrap_or(Path::new("")).display(), "resuming from the saved state");
+            (s.ledger, Some(s.outputs))
+        }
+        None => (Ledger::new(), None),
+    };
+    ledger.set_limits(opts.limits);
+    let (out, out_name) = match &opts.csv {
+        Some(dir) => (
+            Box::new(csv::CsvOutput::open(dir, lengths.as_ref(), dbcs)?) as Box<dyn Output>,
+            dir.display().to_string(),
+        ),
+        None => open_output(opts.out.as_deref(), lengths.as_ref(), dbcs)?,
+    };
     let session = Session {
         addr: opts.broker.clone(),
         client_id: opts.client_id.clone(),
@@ -126,16 +168,17 @@ pub async fn run(
         inflight: INFLIGHT,
         manual_acks: true,
     };
-    let (mqtt, net) = session.options();
-    let (client, mut eventloop) = AsyncClient::new(mqtt, REQUEST_CAPACITY);
-    eventloop.set_network_options(net);
     let (tx, mut events) = mpsc::channel(EVENT_CAPACITY);
-    let _pump = AbortOnDrop(tokio::spawn(pump(eventloop, tx)));
+    let (client, pump) = client::start(&session, opts.mqtt_version, REQUEST_CAPACITY, tx);
+    let _pump = AbortOnDrop(pump);
 
     let mut rx = Shell {
-        ledger: Ledger::new(),
-        out: JsonlWriter::new(std::io::BufWriter::with_capacity(OUT_BUFFER, sink)),
+        ledger,
+        out,
         out_name,
+        state_path: opts.state.clone(),
+        held: Vec::new(),
+        save_at: None,
         client,
         broker: opts.broker.to_string(),
         topic: opts.topic.clone(),
@@ -152,7 +195,7 @@ pub async fn run(
     let hard_end = opts.duration.map(|d| Instant::now() + d);
     let mut tick = tokio::time::interval(STATS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    info!(broker = %rx.broker, topic = %rx.topic, out = %rx.out_name, "receiving");
+    info!(broker = %rx.broker, topic = %rx.topic, out = %rx.out_name, mqtt = ?opts.mqtt_version, "receiving");
 
     let reason = loop {
         rx.push_requests();
@@ -172,6 +215,7 @@ pub async fn run(
                 };
             }
             _ = tick.tick() => rx.publish_stats(&stats),
+            () = sleep_until(rx.save_at) => rx.save()?,
             ev = events.recv() => match ev {
                 Some(Ok(ev)) => rx.on_event(ev)?,
                 Some(Err(e)) => rx.on_error(e)?,
@@ -181,40 +225,11 @@ pub async fn run(
         }
     };
     info!(reason, "receiver stopping");
+    rx.save()?;
     rx.finish(&mut events).await;
-    rx.out
-        .flush()
-        .with_context(|| format!("{}: cannot write the output", rx.out_name))?;
     let summary = rx.summary();
     stats.send_replace(summary.clone());
     Ok(summary)
-}
-
-/// Drives the event loop and hands every event to the writer, backing off after errors
-/// (rumqttc reconnects on the next poll, without any delay of its own).
-async fn pump(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, ConnectionError>>) {
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let ev = eventloop.poll().await;
-        let delay = match &ev {
-            Err(_) => {
-                let d = backoff;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                Some(d)
-            }
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = BACKOFF_MIN;
-                None
-            }
-            Ok(_) => None,
-        };
-        if tx.send(ev).await.is_err() {
-            return;
-        }
-        if let Some(d) = delay {
-            tokio::time::sleep(d).await;
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -233,31 +248,50 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-fn open_output(path: Option<&Path>) -> Result<(Box<dyn Write + Send>, String)> {
+/// Opens the output; `lengths` are the output lengths of the saved state, if any.
+fn open_output(
+    path: Option<&Path>,
+    lengths: Option<&std::collections::BTreeMap<String, u64>>,
+    dbcs: Dbcs,
+) -> Result<(Box<dyn Output>, String)> {
     match path {
         Some(p) if p != Path::new("-") => {
-            // Append: every line already there was acknowledged and will not be re-delivered.
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("{}: cannot open the output file", p.display()))?;
-            Ok((Box::new(f), p.display().to_string()))
+            // Append: every line up to the recorded length belongs to an acknowledged batch.
+            let keep = lengths.map(|l| l.get("").copied().unwrap_or(0));
+            let f = SizedFile::open(p, keep, OUT_BUFFER)?;
+            Ok((
+                Box::new(JsonlWriter::new(JsonlSink::File(f)).with_dbcs(dbcs)),
+                p.display().to_string(),
+            ))
         }
-        _ => Ok((Box::new(std::io::stdout()), "stdout".to_string())),
+        _ => Ok((
+            Box::new(
+                JsonlWriter::new(JsonlSink::Stdout(std::io::BufWriter::with_capacity(
+                    OUT_BUFFER,
+                    std::io::stdout(),
+                )))
+                .with_dbcs(dbcs),
+            ),
+            "stdout".to_string(),
+        )),
     }
 }
 
 /// The writer side: everything `run` keeps between events.
-struct Shell<W: Write> {
+struct Shell {
     ledger: Ledger,
-    out: JsonlWriter<W>,
+    out: Box<dyn Output>,
     out_name: String,
-    client: AsyncClient,
+    state_path: Option<PathBuf>,
+    /// Messages handled since the last snapshot, whose acks wait for the next one.
+    held: Vec<AckHandle>,
+    /// When the next snapshot is due (set by the first message after a snapshot).
+    save_at: Option<Instant>,
+    client: Client,
     broker: String,
     topic: String,
     /// Acks the request channel had no room for yet, oldest first.
-    acks: VecDeque<Publish>,
+    acks: VecDeque<AckHandle>,
     subscribe_pending: bool,
     connected: bool,
     connects: u64,
@@ -270,7 +304,7 @@ struct Shell<W: Write> {
     dirty: bool,
 }
 
-impl<W: Write> Shell<W> {
+impl Shell {
     fn summary(&self) -> ReceiveSummary {
         let mut s = self.ledger.summary();
         s.connects = self.connects;
@@ -289,45 +323,40 @@ impl<W: Write> Shell<W> {
     fn push_requests(&mut self) {
         while let Some(p) = self.acks.front() {
             // Full: retry after the next event, by which time the event loop has made room.
-            if self.client.try_ack(p).is_err() {
+            if !self.client.try_ack(p) {
                 break;
             }
             self.acks.pop_front();
         }
-        if self.subscribe_pending
-            && self
-                .client
-                .try_subscribe(self.topic.as_str(), QoS::AtLeastOnce)
-                .is_ok()
-        {
+        if self.subscribe_pending && self.client.try_subscribe(&self.topic) {
             self.subscribe_pending = false;
         }
     }
 
-    fn on_event(&mut self, ev: Event) -> Result<()> {
+    fn on_event(&mut self, ev: Ev) -> Result<()> {
         match ev {
-            Event::Incoming(Packet::ConnAck(ack)) => {
+            Ev::ConnAck { session_present } => {
                 self.connects += 1;
                 self.connected = true;
                 match self.outage_since.take() {
                     Some(t) if self.connects > 1 => info!(
                         broker = %self.broker,
-                        session_present = ack.session_present,
+                        session_present,
                         "reconnected after {:.1} s",
                         t.elapsed().as_secs_f64()
                     ),
                     _ => {
-                        info!(broker = %self.broker, session_present = ack.session_present, "connected")
+                        info!(broker = %self.broker, session_present, "connected")
                     }
                 }
                 // Subscribe on every connection: a restarted broker may have lost the session.
                 self.subscribe_pending = true;
                 self.dirty = true;
             }
-            Event::Incoming(Packet::SubAck(s)) => {
-                if s.return_codes.contains(&SubscribeReasonCode::Failure) {
+            Ev::SubAck { refused } => {
+                if let Some(why) = refused {
                     anyhow::bail!(
-                        "broker {} refused the subscription to '{}' (check its ACL for this user)",
+                        "broker {} refused the subscription to '{}': {why} (check its ACL for this user)",
                         self.broker,
                         self.topic
                     );
@@ -336,60 +365,101 @@ impl<W: Write> Shell<W> {
                 self.dirty = true;
                 info!(topic = %self.topic, "subscribed");
             }
-            Event::Incoming(Packet::Publish(p)) => self.on_publish(p)?,
-            _ => {}
+            Ev::Publish(m) => self.on_publish(*m)?,
+            Ev::DisconnectSent | Ev::Other => {}
         }
         Ok(())
     }
 
-    fn on_publish(&mut self, mut p: Publish) -> Result<()> {
+    fn on_publish(&mut self, m: client::Msg) -> Result<()> {
         self.last_message = Some(Instant::now());
         self.dirty = true;
-        let payload = std::mem::take(&mut p.payload);
-        match self.ledger.classify(&payload) {
+        let client::Msg {
+            topic,
+            at_most_once,
+            handle: mut p,
+        } = m;
+        let payload_len = p.payload().len();
+        let verdict = self.ledger.classify(p.payload());
+        p.drop_payload();
+        match verdict {
             Verdict::New(batch) => {
                 self.out
                     .write_batch(&batch)
-                    .and_then(|()| self.out.flush())
                     .with_context(|| format!("{}: cannot write the output", self.out_name))?;
+                if self.state_path.is_none() {
+                    self.out
+                        .flush()
+                        .with_context(|| format!("{}: cannot write the output", self.out_name))?;
+                }
                 self.ledger.commit(&batch, crate::now_us());
             }
             Verdict::Duplicate { vehicle, id } => {
                 debug!(%vehicle, %id, "duplicate batch dropped");
             }
+            Verdict::BelowLowWater { vehicle, id } => {
+                debug!(%vehicle, %id, "batch below the low-water mark dropped");
+            }
             Verdict::Bad(e) => {
                 // Acknowledged below all the same: re-delivery cannot repair it.
                 self.bad_logged += 1;
                 if self.bad_logged <= LOGGED_BAD_PAYLOADS {
-                    warn!(topic = %p.topic, bytes = payload.len(), "dropping a bad payload: {e}");
+                    warn!(%topic, bytes = payload_len, "dropping a bad payload: {e}");
                     if self.bad_logged == LOGGED_BAD_PAYLOADS {
                         warn!("further bad payloads are counted, not logged");
                     }
                 }
             }
         }
-        // Only now that the lines are flushed.
-        if p.qos != QoS::AtMostOnce {
-            self.acks.push_back(p);
-            self.push_requests();
+        if self.state_path.is_none() {
+            // Only now that the lines are flushed.
+            if !at_most_once {
+                self.acks.push_back(p);
+                self.push_requests();
+            }
+            return Ok(());
+        }
+        // Only once a snapshot that includes this message is durable.
+        if !at_most_once {
+            self.held.push(p);
+        }
+        if self.save_at.is_none() {
+            self.save_at = Some(Instant::now() + GROUP_COMMIT);
+        }
+        if self.held.len() >= GROUP_MAX {
+            self.save()?;
         }
         Ok(())
     }
 
-    fn on_error(&mut self, e: ConnectionError) -> Result<()> {
-        if let ConnectionError::ConnectionRefused(code) = &e
+    /// Makes the output and a snapshot of the ledger durable (output first: the snapshot must
+    /// never record bytes that a crash could lose), then releases the held acks.
+    fn save(&mut self) -> Result<()> {
+        let Some(path) = &self.state_path else {
+            self.out
+                .flush()
+                .with_context(|| format!("{}: cannot write the output", self.out_name))?;
+            return Ok(());
+        };
+        self.save_at = None;
+        let outputs = self
+            .out
+            .sync()
+            .with_context(|| format!("{}: cannot write the output", self.out_name))?;
+        state::save(path, &state::encode(&outputs, &self.ledger))
+            .with_context(|| format!("{}: cannot save the receiver state", path.display()))?;
+        self.acks.extend(self.held.drain(..));
+        self.push_requests();
+        Ok(())
+    }
+
+    fn on_error(&mut self, e: ConnErr) -> Result<()> {
+        if let Some(code) = &e.refused
             && self.connects == 0
-            && matches!(
-                code,
-                ConnectReturnCode::BadUserNamePassword
-                    | ConnectReturnCode::NotAuthorized
-                    | ConnectReturnCode::BadClientId
-                    | ConnectReturnCode::RefusedProtocolVersion
-            )
         {
             // Retrying cannot fix these; after a first success they may be a broker restarting.
             anyhow::bail!(
-                "broker {} refused the connection: {code:?} (check the credentials and the client id)",
+                "broker {} refused the connection: {code} (check the credentials, the client id and --mqtt-version)",
                 self.broker
             );
         }
@@ -397,15 +467,16 @@ impl<W: Write> Shell<W> {
         // rumqttc discards acks meant for the lost connection too; the broker re-delivers
         // those batches and the dedup drops them.
         self.acks.clear();
+        self.held.clear();
         if self.outage_since.is_none() {
             self.outage_since = Some(Instant::now());
             if self.connects == 0 {
-                warn!(broker = %self.broker, "cannot reach the broker: {e}; retrying");
+                warn!(broker = %self.broker, "cannot reach the broker: {}; retrying", e.text);
             } else {
-                warn!(broker = %self.broker, "lost the broker: {e}; reconnecting");
+                warn!(broker = %self.broker, "lost the broker: {}; reconnecting", e.text);
             }
         } else {
-            debug!(broker = %self.broker, "still unreachable: {e}");
+            debug!(broker = %self.broker, "still unreachable: {}", e.text);
         }
         self.dirty = true;
         Ok(())
@@ -415,7 +486,7 @@ impl<W: Write> Shell<W> {
     /// FIFO, so once the event loop has sent the DISCONNECT every ack before it was written.
     /// Messages arriving meanwhile are left unacknowledged: the broker keeps them for the next
     /// session.
-    async fn finish(&mut self, events: &mut mpsc::Receiver<Result<Event, ConnectionError>>) {
+    async fn finish(&mut self, events: &mut mpsc::Receiver<Result<Ev, ConnErr>>) {
         if !self.connected {
             return;
         }
@@ -424,13 +495,13 @@ impl<W: Write> Shell<W> {
         loop {
             self.push_requests();
             if self.acks.is_empty() && !disconnect_queued {
-                disconnect_queued = self.client.try_disconnect().is_ok();
+                disconnect_queued = self.client.try_disconnect();
             }
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(Ok(Event::Outgoing(Outgoing::Disconnect)))) => return,
+                Ok(Some(Ok(Ev::DisconnectSent))) => return,
                 Ok(Some(Ok(_))) => {}
                 Ok(Some(Err(e))) => {
-                    warn!(broker = %self.broker, "connection lost while exiting: {e}; unacknowledged batches will be re-delivered");
+                    warn!(broker = %self.broker, "connection lost while exiting: {}; unacknowledged batches will be re-delivered", e.text);
                     return;
                 }
                 Ok(None) | Err(_) => {
@@ -471,6 +542,18 @@ pub fn render_summary(s: &ReceiveSummary) -> String {
             v.lost_in_crash_batches,
             v.missing_batches
         );
+        if v.low_water_batches + v.untracked_batches + v.forgotten_runs + v.late_notice_batches > 0
+        {
+            let _ = writeln!(
+                o,
+                "  memory bound: {} batches ({} samples) below a low-water mark dropped as seen; {} missing batches untracked; {} runs folded; {} batches of late gap notices",
+                v.low_water_batches,
+                v.low_water_samples,
+                v.untracked_batches,
+                v.forgotten_runs,
+                v.late_notice_batches
+            );
+        }
         if let (Some(p50), Some(p99)) = (v.latency_ms_p50, v.latency_ms_p99) {
             let _ = write!(o, "  latency p50 {p50:.1} ms, p99 {p99:.1} ms");
             if let Some(max) = v.latency_ms_max {

@@ -10,14 +10,169 @@
 //! Frame lines carry the CAN identifier without flag bits, the flag bits of `CanFrame::flags`
 //! (1 extended, 2 remote, 4 error, 8 FD, 16 BRS, 32 ESI), the payload length and the payload in
 //! hex (empty for a remote frame), plus `len8_dlc` when a classic frame had a DLC above 8.
+//! With `--dbc BUS=FILE`, frame lines of source `BUS` whose identifier the DBC knows also get
+//! `"msg":"NAME","signals":{"SIGNAL":value,...}` (physical values; multiplexed signals only when
+//! selected; signals beyond a short frame's payload left out).
 //! Sample and frame lines have no `event` key. Values are written with the shortest representation that
 //! reads back as the same f64; JSON has no NaN or infinity, so those become `null`.
 
 use super::ledger::{Batch, Content};
 use crate::codec::GapCause;
 use sensor_drivers::Reading;
+use sensor_drivers::dbc::{Dbc, DecodeBuf, Message, SignalValue};
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, Write};
+use std::path::Path;
+use tracing::{info, warn};
+
+/// Where the receiver writes: JSON Lines to a file or stdout, or CSV files.
+pub trait Output: Send {
+    /// Writes every line of `b` (buffered).
+    fn write_batch(&mut self, b: &Batch) -> io::Result<()>;
+    /// Hands buffered lines to the OS (not durable yet).
+    fn flush(&mut self) -> io::Result<()>;
+    /// Flushes and fsyncs; returns every output file's length (path relative to the output
+    /// root, `""` for a single file). Empty for stdout, which cannot be made durable.
+    fn sync(&mut self) -> io::Result<BTreeMap<String, u64>>;
+}
+
+/// A file opened for appending that knows its length (written bytes included).
+#[derive(Debug)]
+pub struct SizedFile {
+    w: io::BufWriter<File>,
+    len: u64,
+}
+
+impl SizedFile {
+    /// Opens (creates) `path` for appending, first cutting it back to `keep` bytes if it is
+    /// longer (the lines past `keep` were written after the last state snapshot: their batches
+    /// were not acknowledged and will be re-delivered). A file shorter than `keep` is an error:
+    /// acknowledged lines are gone and only the operator can say why.
+    pub fn open(path: &Path, keep: Option<u64>, buffer: usize) -> anyhow::Result<SizedFile> {
+        use anyhow::Context;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("{}: cannot open the output file", path.display()))?;
+        let len = f
+            .metadata()
+            .with_context(|| format!("{}: cannot stat the output file", path.display()))?
+            .len();
+        let len = match keep {
+            Some(keep) if len > keep => {
+                f.set_len(keep)
+                    .and_then(|()| f.sync_all())
+                    .with_context(|| {
+                        format!("{}: cannot truncate the output file", path.display())
+                    })?;
+                info!(
+                    file = %path.display(),
+                    "cut {} bytes written after the last state snapshot ({len} -> {keep} bytes); their batches were not acknowledged and will be re-delivered",
+                    len - keep
+                );
+                keep
+            }
+            Some(keep) if len < keep => anyhow::bail!(
+                "{}: the output file has {len} bytes but the receiver state records {keep}: it was truncated or replaced since. Restore it, or move it and its state file away to start afresh",
+                path.display()
+            ),
+            Some(_) => len,
+            None => {
+                if len > 0 {
+                    warn!(
+                        file = %path.display(),
+                        bytes = len,
+                        "appending to an output that no state file describes: batches re-delivered now may already be in it"
+                    );
+                }
+                len
+            }
+        };
+        Ok(SizedFile {
+            w: io::BufWriter::with_capacity(buffer, f),
+            len,
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Flushes and fsyncs (data only: the length is in the state file, and a grown file's size
+    /// is data for `fdatasync`).
+    pub fn sync(&mut self) -> io::Result<u64> {
+        self.w.flush()?;
+        self.w.get_ref().sync_data()?;
+        Ok(self.len)
+    }
+}
+
+impl Write for SizedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+/// The JSON Lines destination.
+#[derive(Debug)]
+pub enum JsonlSink {
+    Stdout(io::BufWriter<io::Stdout>),
+    File(SizedFile),
+}
+
+impl Write for JsonlSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            JsonlSink::Stdout(w) => w.write(buf),
+            JsonlSink::File(f) => f.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            JsonlSink::Stdout(w) => w.flush(),
+            JsonlSink::File(f) => f.flush(),
+        }
+    }
+}
+
+fn line<W: Write, T: Serialize>(out: &mut W, v: &T) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, v)?;
+    out.write_all(b"\n")
+}
+
+impl Output for JsonlWriter<JsonlSink> {
+    fn write_batch(&mut self, b: &Batch) -> io::Result<()> {
+        JsonlWriter::write_batch(self, b)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        JsonlWriter::flush(self)
+    }
+
+    fn sync(&mut self) -> io::Result<BTreeMap<String, u64>> {
+        match &mut self.out {
+            JsonlSink::Stdout(w) => {
+                w.flush()?;
+                Ok(BTreeMap::new())
+            }
+            JsonlSink::File(f) => Ok(BTreeMap::from([(String::new(), f.sync()?)])),
+        }
+    }
+}
 
 /// Borrowed fields: serialising a line allocates nothing.
 #[derive(Serialize)]
@@ -44,6 +199,82 @@ struct FrameLine<'a> {
     #[serde(skip_serializing_if = "is_zero")]
     len8_dlc: u8,
     data: Hex<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msg: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signals: Option<Signals<'a>>,
+}
+
+/// A decoded frame's signals as a JSON object, name → physical value (`null` when not finite).
+pub(super) struct Signals<'a> {
+    pub msg: &'a Message,
+    pub values: &'a [SignalValue],
+}
+
+impl Serialize for Signals<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.values.len()))?;
+        for v in self.values {
+            if let Some(def) = self.msg.signals.get(usize::from(v.signal)) {
+                m.serialize_entry(&def.name, &v.phys)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// DBC databases by source name (the `--dbc BUS=FILE` options), with a reusable decode buffer.
+#[derive(Debug, Default)]
+pub struct Dbcs {
+    by_source: BTreeMap<String, Dbc>,
+    buf: DecodeBuf,
+}
+
+impl Dbcs {
+    pub fn new(by_source: BTreeMap<String, Dbc>) -> Self {
+        Dbcs {
+            by_source,
+            buf: DecodeBuf::default(),
+        }
+    }
+
+    /// Loads every `(source, file)`; an error names the file, the line and the fix.
+    pub fn load(specs: &[(String, std::path::PathBuf)]) -> anyhow::Result<Dbcs> {
+        let mut by_source = BTreeMap::new();
+        for (bus, path) in specs {
+            let dbc = Dbc::load(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "--dbc {bus}={}: {e} (fix the file, or leave out this --dbc)",
+                    path.display()
+                )
+            })?;
+            for w in dbc.warnings() {
+                warn!(dbc = %path.display(), "{w}");
+            }
+            if by_source.insert(bus.clone(), dbc).is_some() {
+                anyhow::bail!(
+                    "--dbc {bus}=...: given twice for source '{bus}' (one DBC per source)"
+                );
+            }
+        }
+        Ok(Dbcs::new(by_source))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_source.is_empty()
+    }
+
+    /// Decodes `frame` of `source`: its message and the signals in `self.buf`.
+    pub(super) fn decode(
+        &mut self,
+        source: &str,
+        frame: &sensor_drivers::CanFrame,
+    ) -> Option<(&Message, &[SignalValue])> {
+        let dbc = self.by_source.get(source)?;
+        let msg = dbc.decode_into(frame, &mut self.buf)?;
+        Some((msg, &self.buf.values))
+    }
 }
 
 fn is_zero(v: &u8) -> bool {
@@ -100,11 +331,21 @@ struct RunLine<'a> {
 #[derive(Debug)]
 pub struct JsonlWriter<W: Write> {
     out: W,
+    dbcs: Dbcs,
 }
 
 impl<W: Write> JsonlWriter<W> {
     pub fn new(out: W) -> Self {
-        JsonlWriter { out }
+        JsonlWriter {
+            out,
+            dbcs: Dbcs::default(),
+        }
+    }
+
+    /// Frame lines of the sources in `dbcs` get their decoded signals.
+    pub fn with_dbcs(mut self, dbcs: Dbcs) -> Self {
+        self.dbcs = dbcs;
+        self
     }
 
     /// Writes every line of `batch` (buffered; call [`JsonlWriter::flush`] before acknowledging).
@@ -113,64 +354,76 @@ impl<W: Write> JsonlWriter<W> {
             Content::Data { source, readings } => {
                 for r in readings {
                     match r {
-                        Reading::Value(s) => self.line(&SampleLine {
-                            vehicle: &b.vehicle,
-                            run: b.id.run,
-                            seq: b.id.seq,
-                            source,
-                            ch: s.channel,
-                            t_us: s.t_us,
-                            v: s.value,
-                        })?,
-                        Reading::Frame(f) => self.line(&FrameLine {
-                            vehicle: &b.vehicle,
-                            run: b.id.run,
-                            seq: b.id.seq,
-                            source,
-                            t_us: f.t_us,
-                            id: f.frame.id,
-                            flags: f.frame.flags,
-                            len: f.frame.len,
-                            len8_dlc: f.frame.len8_dlc,
-                            data: Hex(f.frame.payload()),
-                        })?,
+                        Reading::Value(s) => line(
+                            &mut self.out,
+                            &SampleLine {
+                                vehicle: &b.vehicle,
+                                run: b.id.run,
+                                seq: b.id.seq,
+                                source,
+                                ch: s.channel,
+                                t_us: s.t_us,
+                                v: s.value,
+                            },
+                        )?,
+                        Reading::Frame(f) => {
+                            let decoded = self.dbcs.decode(source, &f.frame);
+                            line(
+                                &mut self.out,
+                                &FrameLine {
+                                    vehicle: &b.vehicle,
+                                    run: b.id.run,
+                                    seq: b.id.seq,
+                                    source,
+                                    t_us: f.t_us,
+                                    id: f.frame.id,
+                                    flags: f.frame.flags,
+                                    len: f.frame.len,
+                                    len8_dlc: f.frame.len8_dlc,
+                                    data: Hex(f.frame.payload()),
+                                    msg: decoded.map(|(m, _)| m.name.as_str()),
+                                    signals: decoded.map(|(msg, values)| Signals { msg, values }),
+                                },
+                            )?
+                        }
                     }
                 }
                 Ok(())
             }
-            Content::Gap(g) => self.line(&GapLine {
-                event: "gap",
-                vehicle: &b.vehicle,
-                run: b.id.run,
-                seq: b.id.seq,
-                t_us: b.t_last_us,
-                cause: match g.cause {
-                    GapCause::Evicted => "evicted",
-                    GapCause::Dropped => "dropped",
-                    GapCause::Damaged => "damaged",
+            Content::Gap(g) => line(
+                &mut self.out,
+                &GapLine {
+                    event: "gap",
+                    vehicle: &b.vehicle,
+                    run: b.id.run,
+                    seq: b.id.seq,
+                    t_us: b.t_last_us,
+                    cause: match g.cause {
+                        GapCause::Evicted => "evicted",
+                        GapCause::Dropped => "dropped",
+                        GapCause::Damaged => "damaged",
+                    },
+                    gap_run: g.run,
+                    seqs: &g.seqs,
+                    batches: g.batches,
+                    samples: g.samples,
+                    t_first_us: g.t_first_us,
+                    t_last_us: g.t_last_us,
                 },
-                gap_run: g.run,
-                seqs: &g.seqs,
-                batches: g.batches,
-                samples: g.samples,
-                t_first_us: g.t_first_us,
-                t_last_us: g.t_last_us,
-            }),
-            Content::Run(r) => self.line(&RunLine {
-                event: "run",
-                vehicle: &b.vehicle,
-                run: b.id.run,
-                seq: b.id.seq,
-                t_us: b.t_last_us,
-                previous_run: r.previous_run,
-                previous_durable_last_seq: r.previous_durable_last_seq,
-            }),
+            ),
+            Content::Run(r) => line(
+                &mut self.out,
+                &RunLine {
+                    event: "run",
+                    vehicle: &b.vehicle,
+                    run: b.id.run,
+                    seq: b.id.seq,
+                    t_us: b.t_last_us,
+                    previous_run: r.previous_run,
+                    previous_durable_last_seq: r.previous_durable_last_seq,
+                },
+            ),
         }
-    }
-
-    fn line<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, v)?;
-        self.out.write_all(b"\n")
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -267,6 +520,69 @@ mod tests {
         );
     }
 
+    const DBC: &str = "VERSION \"\"\n\nNS_ :\n\nBS_:\n\nBU_: ECU\n\n\
+BO_ 37 STEER_ANGLE: 8 ECU\n SG_ ANGLE : 7|12@0- (1.5,0) [-1500|1500] \"deg\" ECU\n SG_ RATE : 39|8@0+ (1,0) [0|255] \"deg/s\" ECU\n\n\
+BO_ 100 MUXED: 2 ECU\n SG_ SEL M : 0|8@1+ (1,0) [0|255] \"\" ECU\n SG_ A m1 : 8|8@1+ (1,0) [0|255] \"\" ECU\n SG_ B m2 : 8|8@1+ (0.5,0) [0|255] \"\" ECU\n";
+
+    #[test]
+    fn frames_of_a_dbc_source_get_their_signals() {
+        let dbc = Dbc::parse(DBC).expect("test DBC parses");
+        let mut w = JsonlWriter::new(Vec::new())
+            .with_dbcs(Dbcs::new(BTreeMap::from([("can0".to_string(), dbc)])));
+        let f = |id, data: &[u8]| {
+            Reading::Frame(TimedFrame {
+                t_us: 7,
+                frame: CanFrame::classic(id, false, data).expect("valid"),
+            })
+        };
+        let readings = vec![
+            // ANGLE: big-endian 12 bits from bit 7 = 0x123 (signed: 291) × 1.5; RATE = byte 4.
+            f(37, &[0x12, 0x30, 0, 0, 9, 0, 0, 0]),
+            f(100, &[2, 8]),
+            f(99, &[1]),
+        ];
+        let mut b = batch(Content::Data {
+            source: "can0".into(),
+            readings: readings.clone(),
+        });
+        w.write_batch(&b).expect("write");
+        b.content = Content::Data {
+            source: "can1".into(),
+            readings,
+        };
+        w.write_batch(&b).expect("write");
+        let out = String::from_utf8(w.get_ref().clone()).expect("utf-8");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].ends_with(",\"data\":\"1230000009000000\",\"msg\":\"STEER_ANGLE\",\"signals\":{\"ANGLE\":436.5,\"RATE\":9.0}}"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].ends_with("\"msg\":\"MUXED\",\"signals\":{\"SEL\":2.0,\"B\":4.0}}"),
+            "only the selected multiplexed signal: {}",
+            lines[1]
+        );
+        assert!(!lines[2].contains("signals"), "unknown id: {}", lines[2]);
+        assert!(
+            lines[3..].iter().all(|l| !l.contains("signals")),
+            "other source"
+        );
+    }
+
+    #[test]
+    fn a_bad_dbc_is_an_error_naming_the_file_line_and_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("bad.dbc");
+        std::fs::write(&p, "VERSION \"\"\n\nBO_ 12 X: 8 ECU\n SG_ broken\n").expect("write");
+        let e = Dbcs::load(&[("can0".into(), p.clone())])
+            .expect_err("bad DBC")
+            .to_string();
+        assert!(e.contains(&format!("--dbc can0={}", p.display())), "{e}");
+        assert!(e.contains("bad.dbc:"), "{e}");
+        assert!(e.contains("leave out this --dbc"), "{e}");
+    }
+
     #[test]
     fn event_lines() {
         let g = batch(Content::Gap(GapBody {
@@ -290,6 +606,28 @@ mod tests {
             written(&r),
             "{\"event\":\"run\",\"vehicle\":\"car-1\",\"run\":3,\"seq\":17,\"t_us\":6,\"previous_run\":null,\"previous_durable_last_seq\":null}\n"
         );
+    }
+
+    #[test]
+    fn sized_file_cuts_back_to_the_snapshot_and_refuses_a_shorter_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("o.jsonl");
+        let mut f = SizedFile::open(&p, None, 16).expect("open");
+        f.write_all(b"line 1\nline 2\n").expect("write");
+        assert_eq!(f.sync().expect("sync"), 14);
+        drop(f);
+        // A snapshot recorded 7 bytes: the second line is cut.
+        let mut f = SizedFile::open(&p, Some(7), 16).expect("reopen");
+        assert_eq!(f.len(), 7);
+        f.write_all(b"line 3\n").expect("write");
+        f.sync().expect("sync");
+        assert_eq!(
+            std::fs::read_to_string(&p).expect("read"),
+            "line 1\nline 3\n"
+        );
+        drop(f);
+        let e = SizedFile::open(&p, Some(100), 16).expect_err("shorter than recorded");
+        assert!(e.to_string().contains("records 100"), "{e}");
     }
 
     proptest::proptest! {

@@ -4,6 +4,7 @@ use super::*;
 use crate::codec::{
     BatchId, GapBody, GapCause, Kind, RunBody, control_envelope, data_envelope, encode,
 };
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use sensor_drivers::Sample;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -343,6 +344,60 @@ async fn survives_a_broker_restart() {
         .expect("receiver result");
     assert_eq!((summary.connects, summary.subscribes), (2, 2));
     assert_eq!(summary.vehicles["car"].samples, 2);
+    let mut expected = sample_lines("car", id(1, 0), &a);
+    expected.extend(sample_lines("car", id(1, 1), &b));
+    assert_eq!(read_lines(&out), expected);
+}
+
+/// MQTT 5 with a state file: batches published while the receiver is away are kept by the
+/// broker (the session does not expire) and written once the receiver is back, exactly once.
+#[tokio::test]
+async fn mqtt5_session_outlives_the_receiver() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(broker) = Broker::start(dir.path()) else {
+        return;
+    };
+    let out = dir.path().join("out.jsonl");
+    let start = || {
+        let mut opts = ReceiveOptions::new(broker.addr());
+        opts.out = Some(out.clone());
+        opts.state = Some(dir.path().join("out.jsonl.state"));
+        opts.mqtt_version = MqttVersion::V5;
+        opts.duration = Some(Duration::from_secs(8));
+        opts.client_id = "receive-test-v5".into();
+        let (stats_tx, stats_rx) = watch::channel(ReceiveSummary::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(opts, stop.clone(), stats_tx));
+        (task, stop, stats_rx)
+    };
+    let batches = |s: &ReceiveSummary| s.vehicles.get("car").map_or(0, |v| v.batches);
+    let t0 = crate::now_us();
+    let a = samples(t0, &[(0, 1.0), (1, 2.0)]);
+    let b = samples(t0 + 1000, &[(0, 3.0)]);
+
+    let (task, stop, mut stats) = start();
+    wait_stats(&mut stats, "the subscription", |s| s.subscribes >= 1).await;
+    publish_all(&broker.addr(), "pub-v5-a", &[data("car", id(1, 0), &a)]).await;
+    wait_stats(&mut stats, "the first batch", |s| batches(s) == 1).await;
+    stop.cancel();
+    let first = task.await.expect("task").expect("first receiver");
+    assert_eq!(first.vehicles["car"].samples, 2);
+
+    // Away: the broker must hold these for the session.
+    publish_all(
+        &broker.addr(),
+        "pub-v5-b",
+        &[data("car", id(1, 1), &b), data("car", id(1, 0), &a)],
+    )
+    .await;
+    let (task, stop, mut stats) = start();
+    wait_stats(&mut stats, "the batches kept by the broker", |s| {
+        batches(s) == 2 && s.vehicles["car"].duplicate_batches == 1
+    })
+    .await;
+    stop.cancel();
+    let second = task.await.expect("task").expect("second receiver");
+    assert_eq!(second.connects, 1);
     let mut expected = sample_lines("car", id(1, 0), &a);
     expected.extend(sample_lines("car", id(1, 1), &b));
     assert_eq!(read_lines(&out), expected);
