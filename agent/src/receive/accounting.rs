@@ -31,7 +31,7 @@
 //! - gap notices naming sequence numbers below a mark count as `late_notice_batches`.
 
 use super::latency::LatencyHistogram;
-use crate::codec::{BatchId, GapBody, GapCause, RunBody};
+use crate::codec::{BatchId, GapBody, GapCause, HeartbeatBody, RunBody};
 use crate::ranges::RangeSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -104,6 +104,9 @@ struct RunLedger {
     durable_last_seq: Option<u64>,
     /// Low-water mark: sequence numbers below it are no longer tracked one by one.
     floor: u64,
+    /// From the latest heartbeat: the run has assigned every sequence number below this.
+    #[serde(default)]
+    heartbeat_next_seq: u64,
     retired: Retired,
 }
 
@@ -175,6 +178,10 @@ pub struct Accounting {
     /// recognised by their sequence numbers).
     recent_dropped: std::collections::VecDeque<GapBody>,
     run_announcements: u64,
+    #[serde(default)]
+    heartbeats: u64,
+    #[serde(default)]
+    backlog_batches: Option<u64>,
     runs: BTreeMap<u32, RunLedger>,
     latency: LatencyHistogram,
     /// Runs up to this one were folded into `forgotten`.
@@ -252,6 +259,11 @@ pub struct VehicleSummary {
     pub dropped_batches: u64,
     pub dropped_samples: u64,
     pub run_announcements: u64,
+    /// Heartbeats received, and the car's backlog (batches queued, not yet acknowledged) in
+    /// the latest one.
+    pub heartbeats: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog_batches: Option<u64>,
     pub missing_batches: u64,
     pub lost_in_crash_batches: u64,
     /// Batches dropped because they were below a low-water mark (taken as already seen without
@@ -286,6 +298,15 @@ impl Accounting {
             return None;
         }
         Some(self.runs.entry(run).or_default())
+    }
+
+    /// A heartbeat of `run`: every sequence number below `next_seq` exists.
+    pub fn on_heartbeat(&mut self, run: u32, h: &HeartbeatBody) {
+        self.heartbeats += 1;
+        self.backlog_batches = Some(h.backlog_batches);
+        if let Some(r) = self.run_mut(run) {
+            r.heartbeat_next_seq = r.heartbeat_next_seq.max(h.next_seq);
+        }
     }
 
     /// Whether batch `id` was accepted before.
@@ -460,6 +481,8 @@ impl Accounting {
             dropped_batches: self.dropped_batches,
             dropped_samples: self.dropped_samples,
             run_announcements: self.run_announcements,
+            heartbeats: self.heartbeats,
+            backlog_batches: self.backlog_batches,
             missing_batches: runs.iter().map(|r| r.missing_batches).sum(),
             lost_in_crash_batches: runs.iter().map(|r| r.lost_in_crash_batches).sum::<u64>()
                 + self.forgotten.lost_in_crash,
@@ -487,7 +510,10 @@ fn run_summary(run: u32, r: &RunLedger) -> RunSummary {
         .max(below);
     // Sequence numbers up to the announced durable end exist even if none of them arrived yet.
     let durable = r.ended_by_run.and(r.durable_last_seq);
-    let known_end = max_seq.max(durable).map_or(0, |m| m.saturating_add(1));
+    let known_end = max_seq
+        .max(durable)
+        .map_or(0, |m| m.saturating_add(1))
+        .max(r.heartbeat_next_seq);
     let mut explained = r.arrived.clone();
     let mut evicted_batches = r.retired.evicted;
     for (s, e) in r.evicted.iter_ranges() {

@@ -42,6 +42,8 @@ pub enum Verdict {
     BelowLowWater { vehicle: String, id: BatchId },
     /// Write it, then [`Ledger::commit`] it, then acknowledge it.
     New(Batch),
+    /// A heartbeat (recorded, nothing to write); acknowledge it.
+    Heartbeat { vehicle: String, id: BatchId },
 }
 
 /// Everything the receiver knows; what `pitlink receive` prints at the end.
@@ -104,6 +106,22 @@ impl Ledger {
                 "sequence number 18446744073709551615 is reserved".to_string(),
             ));
         }
+        if env.kind == Kind::Heartbeat {
+            // Not a batch: its id says how far the run's sequence numbers go.
+            return match codec::heartbeat_body(&env) {
+                Ok(h) => {
+                    self.with_vehicle(&env.vehicle, |a| a.on_heartbeat(env.id.run, &h));
+                    Verdict::Heartbeat {
+                        vehicle: env.vehicle,
+                        id: env.id,
+                    }
+                }
+                Err(e) => {
+                    self.bad_payloads += 1;
+                    Verdict::Bad(e)
+                }
+            };
+        }
         // Before decoding the body: a duplicate costs no more than its header.
         let seen = self
             .vehicles
@@ -132,10 +150,7 @@ impl Ledger {
                 .map(|(source, readings)| Content::Data { source, readings }),
             Kind::Gap => codec::gap_body(&env).map(Content::Gap),
             Kind::Run => codec::run_body(&env).map(Content::Run),
-            Kind::Heartbeat => Err(DecodeError::Body {
-                kind: env.kind,
-                msg: "heartbeats are not handled by this receiver yet".into(),
-            }),
+            Kind::Heartbeat => unreachable!("handled above"),
         };
         match content {
             Ok(content) => Verdict::New(Batch {
@@ -368,6 +383,7 @@ mod tests {
                     }
                     Verdict::BelowLowWater { .. } => {}
                     Verdict::Bad(e) => proptest::prop_assert!(false, "bad: {}", e),
+                    Verdict::Heartbeat { .. } => proptest::prop_assert!(false, "no heartbeat was sent"),
                 }
             }
             let s = l.summary();
@@ -381,6 +397,35 @@ mod tests {
             proptest::prop_assert!(unwritten <= v.low_water_batches, "{} unwritten, {} counted", unwritten, v.low_water_batches);
             proptest::prop_assert!(v.runs.len() <= max_runs);
         }
+    }
+
+    #[test]
+    fn heartbeats_reveal_the_tail_still_in_the_car() {
+        let mut l = Ledger::new();
+        for seq in [0, 1] {
+            let Verdict::New(b) = l.classify(&encode(&data_envelope(
+                "car",
+                id(2, seq),
+                "eng",
+                &samples(2, 1),
+            ))) else {
+                panic!("new batch expected");
+            };
+            l.commit(&b, 10);
+        }
+        assert_eq!(l.summary().vehicles["car"].missing_batches, 0);
+        let hb = codec::HeartbeatBody {
+            next_seq: 5,
+            backlog_batches: 3,
+        };
+        let msg = encode(&control_envelope("car", id(2, 5), Kind::Heartbeat, 9, &hb));
+        assert!(matches!(l.classify(&msg), Verdict::Heartbeat { .. }));
+        // Again: heartbeats are not batches, so never duplicates.
+        assert!(matches!(l.classify(&msg), Verdict::Heartbeat { .. }));
+        let v = &l.summary().vehicles["car"];
+        assert_eq!((v.heartbeats, v.backlog_batches), (2, Some(3)));
+        assert_eq!(v.missing_batches, 3, "seqs 2, 3 and 4 are still in the car");
+        assert_eq!(v.batches, 2);
     }
 
     #[test]

@@ -400,6 +400,9 @@ impl Shell {
             Verdict::BelowLowWater { vehicle, id } => {
                 debug!(%vehicle, %id, "batch below the low-water mark dropped");
             }
+            Verdict::Heartbeat { vehicle, id } => {
+                debug!(%vehicle, %id, "heartbeat");
+            }
             Verdict::Bad(e) => {
                 // Acknowledged below all the same: re-delivery cannot repair it.
                 self.bad_logged += 1;
@@ -553,6 +556,13 @@ pub fn render_summary(s: &ReceiveSummary) -> String {
                 v.forgotten_runs,
                 v.late_notice_batches
             );
+        }
+        if v.heartbeats > 0 {
+            let _ = write!(o, "  heartbeats {}", v.heartbeats);
+            if let Some(b) = v.backlog_batches {
+                let _ = write!(o, ", car backlog {b} batches");
+            }
+            o.push('\n');
         }
         if let (Some(p50), Some(p99)) = (v.latency_ms_p50, v.latency_ms_p99) {
             let _ = write!(o, "  latency p50 {p50:.1} ms, p99 {p99:.1} ms");
