@@ -63,7 +63,7 @@ fn frames() -> Vec<TimedFrame> {
         t += [0, 5, 6, 230, 1000][usize::from(i % 5)];
         let f = match i % 8 {
             // A counter and an additive checksum in the last byte, as many ECUs send.
-            0 | 1 | 2 => {
+            0..=2 => {
                 let mut d = [0x10, i / 3, 0x7f, 0, 0, 0, 0, 0];
                 d[7] = d[..7]
                     .iter()
