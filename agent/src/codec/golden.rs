@@ -7,6 +7,7 @@
 
 use super::*;
 use sensor_drivers::can::flags;
+use sensor_drivers::{CanFrame, Sample, TimedFrame};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
