@@ -11,7 +11,18 @@ file that is not a valid message. Exits with status 1 if any file failed, 2 on b
 Needs Python 3.11 and the `zstandard` module (Debian: python3-zstandard).
 """
 
+# Where docs/wire-format.md is silent, this decoder decides:
+# - the CAN frame rules of "Key fields" hold for the plain codec's frames too ("the same as the
+#   plain codec's CanFrame"), and a plain frame's `data` may not be longer than its payload
+#   length (it may keep trailing zero bytes);
+# - no bytes may follow any body (as none may follow the envelope);
+# - a plain reading's time wraps modulo 2^64, as the columnar codec's does;
+# - an error frame's id may use any of the 29 bits of CAN_ERR_MASK (see CAN_ERR_MASK below);
+# - overlong varints are accepted within the byte limit of their type (postcard does the same);
+#   repeated or out-of-order channel and key tables decode as written.
+
 import json
+import os
 import sys
 
 try:
@@ -19,7 +30,7 @@ try:
 except ImportError:  # reported per file, so the caller still gets one JSON line per file
     zstandard = None
 
-U8, U16, U32, U64 = 8, 16, 32, 64
+U16, U32, U64 = 16, 32, 64
 MASK64 = (1 << 64) - 1
 
 KINDS = ("Data", "Gap", "Run", "Heartbeat")
@@ -28,8 +39,10 @@ CAUSES = ("Evicted", "Dropped", "Damaged")
 # CAN flag bits (the plain codec's CanFrame.flags and the columnar key flags).
 EXTENDED, RTR, ERROR, FD, BRS, ESI = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 FD_LENS = frozenset((0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64))
-# Error class bits of linux/can/error.h: CAN_ERR_TX_TIMEOUT (0x001) … CAN_ERR_CNT (0x200).
-CAN_ERR_CLASS_MASK = 0x3FF
+# An error frame's id holds CAN_ERR_* class bits; linux/can.h gives them CAN_ERR_MASK (29
+# bits). Bits error.h does not name yet (above CAN_ERR_CNT, 0x200) are accepted: a kernel may add
+# classes, and one error frame must not make a whole batch unreadable.
+CAN_ERR_MASK = 0x1FFFFFFF
 
 MAX_SOURCE_LEN = 1024
 MAX_COLUMNAR_BYTES = 64 * 1024 * 1024
@@ -137,8 +150,8 @@ def check_can_key(id_, flags, len_, len8_dlc, where):
     if flags & ERROR:
         if flags != ERROR:
             bad("an error frame has exactly flag 0x04")
-        if id_ & ~CAN_ERR_CLASS_MASK:
-            bad("error frame id has bits outside the CAN_ERR_* classes")
+        if id_ & ~CAN_ERR_MASK:
+            bad("error frame id has bits outside CAN_ERR_MASK (29 bits)")
     elif flags & RTR:
         if flags & ~(RTR | EXTENDED):
             bad("a remote frame has 0x02 and optionally 0x01 only")
@@ -511,4 +524,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    try:
+        sys.exit(main(sys.argv))
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
