@@ -11,15 +11,9 @@ file that is not a valid message. Exits with status 1 if any file failed, 2 on b
 Needs Python 3.11 and the `zstandard` module (Debian: python3-zstandard).
 """
 
-# Where docs/wire-format.md is silent, this decoder decides:
-# - the CAN frame rules of "Key fields" hold for the plain codec's frames too ("the same as the
-#   plain codec's CanFrame"), and a plain frame's `data` may not be longer than its payload
-#   length (it may keep trailing zero bytes);
-# - no bytes may follow any body (as none may follow the envelope);
-# - a plain reading's time wraps modulo 2^64, as the columnar codec's does;
-# - an error frame's id may use any of the 29 bits of CAN_ERR_MASK (see CAN_ERR_MASK below);
-# - overlong varints are accepted within the byte limit of their type (postcard does the same);
-#   repeated or out-of-order channel and key tables decode as written.
+# Written from docs/wire-format.md alone, as a check that it is precise enough: a system test
+# (tests/tests/wire_python.rs) compares this decoder with the agent's on the golden messages and
+# on random, broken and mutated ones.
 
 import json
 import os
@@ -169,8 +163,8 @@ def check_can_key(id_, flags, len_, len8_dlc, where):
     elif len_ > 8:
         bad("length above 8 for a classic, remote or error frame")
     if len8_dlc != 0:
-        if flags & ~EXTENDED or len_ != 8:
-            bad("len8_dlc on something else than a classic 8-byte data frame")
+        if flags & ~(EXTENDED | RTR) or len_ != 8:
+            bad("len8_dlc on something else than a classic (data or remote) frame of length 8")
         if not 9 <= len8_dlc <= 15:
             bad("len8_dlc is neither 0 nor 9-15")
 

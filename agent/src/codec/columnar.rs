@@ -47,6 +47,8 @@ pub const MAX_SOURCE: usize = 1024;
 /// claims more is refused before anything is allocated.
 const MAX_BYTES_PER_READING: u64 = 5 + 10 + MAX_FD_LEN as u64 + 9;
 const BODY_SLACK: u64 = 4096;
+/// First bytes of a zstd frame (RFC 8878, 0xFD2FB528 little endian).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// Hard cap on a decompressed body, whatever its header says.
 pub const MAX_BODY: u64 = 64 << 20;
 
@@ -371,6 +373,24 @@ pub fn decode(
     samples: u32,
 ) -> Result<(String, Vec<Reading>), ColumnarError> {
     let limit = (u64::from(samples) * MAX_BYTES_PER_READING + BODY_SLACK).min(MAX_BODY);
+    // Exactly one zstd frame (not a skippable one), filling the body.
+    if body.get(..4) != Some(&ZSTD_MAGIC) {
+        return Err(ColumnarError::Zstd("the body is not a zstd frame".into()));
+    }
+    match zstd::zstd_safe::find_frame_compressed_size(body) {
+        Ok(n) if n == body.len() => {}
+        Ok(n) => {
+            return Err(ColumnarError::Zstd(format!(
+                "{} bytes follow the zstd frame",
+                body.len() - n
+            )));
+        }
+        Err(_) => {
+            return Err(ColumnarError::Zstd(
+                "truncated or corrupt zstd frame".into(),
+            ));
+        }
+    }
     let size = zstd::zstd_safe::get_frame_content_size(body)
         .map_err(|_| ColumnarError::Zstd("not a zstd frame".into()))?
         .ok_or_else(|| ColumnarError::Size("no".into()))?;

@@ -7,7 +7,6 @@ use super::columnar::{self, ColumnarError};
 use sensor_drivers::{CanFrame, Reading, Sample, TimedFrame};
 use serde::{Deserialize, Serialize};
 
-
 /// First byte of every message this build writes. Decoders reject versions they do not know.
 pub const FORMAT_VERSION: u8 = 2;
 /// Versions this build reads: 1 (no heartbeat kind, plain bodies only) and 2.
@@ -141,6 +140,8 @@ pub enum DecodeError {
     Columnar(#[from] ColumnarError),
     #[error("{0:?} batches do not exist in format version 1")]
     KindInVersion(Kind),
+    #[error("codec {codec} is not allowed for a {kind:?} body in format version {version}")]
+    CodecFor { codec: u8, kind: Kind, version: u8 },
 }
 
 pub fn encode(env: &Envelope) -> Vec<u8> {
@@ -173,9 +174,33 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     if v == 1 && env.kind == Kind::Heartbeat {
         return Err(DecodeError::KindInVersion(env.kind));
     }
+    // Control bodies are always plain; the columnar codec exists from version 2 on.
+    let codec_ok = match env.kind {
+        Kind::Data => env.codec == CODEC_PLAIN || (env.codec == CODEC_COLUMNAR && v >= 2),
+        _ => env.codec == CODEC_PLAIN,
+    };
+    if !codec_ok {
+        return Err(DecodeError::CodecFor {
+            codec: env.codec,
+            kind: env.kind,
+            version: v,
+        });
+    }
     Ok(env)
 }
 
+/// A plain (postcard) body that must fill `env.body` exactly.
+fn plain_body<'a, T: Deserialize<'a>>(env: &'a Envelope) -> Result<T, DecodeError> {
+    let bad = |msg: String| DecodeError::Body {
+        kind: env.kind,
+        msg,
+    };
+    let (body, rest) = postcard::take_from_bytes(&env.body).map_err(|e| bad(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(bad(format!("{} trailing bytes after the body", rest.len())));
+    }
+    Ok(body)
+}
 
 pub fn data_readings(env: &Envelope) -> Result<(String, Vec<Reading>), DecodeError> {
     match env.codec {
@@ -191,10 +216,7 @@ pub fn data_readings(env: &Envelope) -> Result<(String, Vec<Reading>), DecodeErr
         }
         c => return Err(DecodeError::Codec(c)),
     }
-    let body: DataBody = postcard::from_bytes(&env.body).map_err(|e| DecodeError::Body {
-        kind: env.kind,
-        msg: e.to_string(),
-    })?;
+    let body: DataBody = plain_body(env)?;
     let n = body.samples.len() + body.frames.len();
     if n != env.samples as usize {
         return Err(DecodeError::Count {
@@ -202,42 +224,52 @@ pub fn data_readings(env: &Envelope) -> Result<(String, Vec<Reading>), DecodeErr
             body: n,
         });
     }
+    // postcard does not check a frame's fields: the same rules as the columnar keys apply.
+    for (i, (_, f)) in body.frames.iter().enumerate() {
+        let plen = if f.is_remote() {
+            0
+        } else {
+            usize::from(f.len).min(f.data.len())
+        };
+        let rebuilt = CanFrame::from_parts(f.id, f.flags, f.len, f.len8_dlc, &f.data[..plen])
+            .map_err(|e| DecodeError::Body {
+                kind: env.kind,
+                msg: format!("frame {i}: {e}"),
+            })?;
+        if rebuilt != *f {
+            return Err(DecodeError::Body {
+                kind: env.kind,
+                msg: format!("frame {i}: payload bytes past its length"),
+            });
+        }
+    }
+    // Times are modulo 2^64, as in the columnar codec.
     let t0 = env.t_first_us;
     let mut out = Vec::with_capacity(n);
     out.extend(body.samples.into_iter().map(|(channel, dt, value)| {
         Reading::Value(Sample {
-            t_us: t0.saturating_add(dt),
+            t_us: t0.wrapping_add(dt),
             channel,
             value,
         })
     }));
     out.extend(body.frames.into_iter().map(|(dt, frame)| {
         Reading::Frame(TimedFrame {
-            t_us: t0.saturating_add(dt),
+            t_us: t0.wrapping_add(dt),
             frame,
         })
     }));
     Ok((body.source, out))
 }
 
-
 pub fn gap_body(env: &Envelope) -> Result<GapBody, DecodeError> {
-    postcard::from_bytes(&env.body).map_err(|e| DecodeError::Body {
-        kind: env.kind,
-        msg: e.to_string(),
-    })
+    plain_body(env)
 }
 
 pub fn heartbeat_body(env: &Envelope) -> Result<HeartbeatBody, DecodeError> {
-    postcard::from_bytes(&env.body).map_err(|e| DecodeError::Body {
-        kind: env.kind,
-        msg: e.to_string(),
-    })
+    plain_body(env)
 }
 
 pub fn run_body(env: &Envelope) -> Result<RunBody, DecodeError> {
-    postcard::from_bytes(&env.body).map_err(|e| DecodeError::Body {
-        kind: env.kind,
-        msg: e.to_string(),
-    })
+    plain_body(env)
 }

@@ -5,7 +5,6 @@
 //! its body: vehicle, identity, kind, time range, sample count, body codec. Every message decodes
 //! on its own, whatever link or order it arrives in.
 
-
 pub mod columnar;
 mod envelope;
 pub mod varint;
