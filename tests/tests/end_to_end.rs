@@ -235,3 +235,47 @@ fn invalid_config_is_rejected_with_file_line_and_key() -> Result<()> {
     );
     Ok(())
 }
+
+/// `[batch] format_version = 1`: every message on the wire is version 1 (plain bodies), for
+/// receivers older than version 2, and every sample still arrives exactly once.
+#[test]
+fn format_version_1_for_older_receivers_arrives_exactly_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let broker = Mosquitto::start(&dir.path().join("broker"), BrokerOptions::default())?;
+    let out = dir.path().join("received.jsonl");
+    let mut rx = start_receiver(dir.path(), broker.socket(), &out, "3s")?;
+    // A second, raw subscriber: the first bytes of the messages as the broker delivers them.
+    let raw = std::process::Command::new("mosquitto_sub")
+        .arg("--unix")
+        .arg(broker.socket())
+        .args(["-t", "pitlink/+/batch", "-F", "%x", "-C", "20"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let src = Synth {
+        name: "engine",
+        channels: 10,
+        rate_hz: 1000,
+        waveform: "saw",
+    };
+    let cfg = write_config(dir.path(), "car-v1", broker.socket(), &["wwan0"], &[src])?;
+    let text = std::fs::read_to_string(&cfg)?;
+    std::fs::write(
+        &cfg,
+        text.replace("[batch]\n", "[batch]\nformat_version = 1\n"),
+    )?;
+    let mut d = start_daemon(dir.path(), &cfg)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let end = stop_daemon(&mut d, Duration::from_secs(10))?;
+    assert_eq!((end.undelivered, end.dropped), (0, 0), "{end:?}");
+    let lines = finish_receiver(&mut rx, &out)?;
+    let got = assert_exactly_once(&lines, 10, 1000, Waveform::Saw);
+    assert_eq!(got, end.generated);
+    let captured = raw.wait_with_output()?;
+    let hex = String::from_utf8_lossy(&captured.stdout);
+    let messages: Vec<&str> = hex.lines().collect();
+    assert_eq!(messages.len(), 20, "mosquitto_sub saw {hex}");
+    for m in messages {
+        assert!(m.starts_with("01"), "a message of another version: {m}");
+    }
+    Ok(())
+}

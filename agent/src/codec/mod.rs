@@ -58,6 +58,21 @@ pub fn data_envelope<R: Copy + Into<Reading>>(
     }
 }
 
+/// Builds a `Data` envelope for format `version`: columnar from version 2, plain in version 1.
+pub fn data_envelope_for<R: Copy + Into<Reading>>(
+    version: u8,
+    vehicle: &str,
+    id: BatchId,
+    source: &str,
+    items: &[R],
+) -> Envelope {
+    if version >= 2 {
+        data_envelope(vehicle, id, source, items)
+    } else {
+        data_envelope_plain(vehicle, id, source, items)
+    }
+}
+
 /// Builds a `Data` envelope with the plain codec (format version 1's only codec).
 pub fn data_envelope_plain<R: Copy + Into<Reading>>(
     vehicle: &str,

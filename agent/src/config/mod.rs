@@ -66,6 +66,9 @@ pub struct BatchConfig {
     pub window_ms: u64,
     /// ... or when it holds this many samples, whichever comes first.
     pub max_samples: usize,
+    /// Wire format version the agent writes: 2 (columnar + zstd data bodies) or 1 (plain
+    /// bodies), for receivers that only read version 1 while a fleet is upgraded.
+    pub format_version: u8,
 }
 
 impl Default for BatchConfig {
@@ -73,6 +76,7 @@ impl Default for BatchConfig {
         BatchConfig {
             window_ms: 100,
             max_samples: 20_000,
+            format_version: crate::codec::FORMAT_VERSION,
         }
     }
 }
@@ -596,6 +600,15 @@ impl Config {
                 format!(
                     "max_samples = {} is out of range; allowed: 1 to 1000000",
                     self.batch.max_samples
+                ),
+            ));
+        }
+        if !crate::codec::READABLE_VERSIONS.contains(&self.batch.format_version) {
+            return Err((
+                vec![K("batch"), K("format_version")],
+                format!(
+                    "format_version = {} is not a wire format version; allowed: 1 (plain bodies, for receivers older than version 2) or 2 (columnar, the default)",
+                    self.batch.format_version
                 ),
             ));
         }

@@ -121,6 +121,27 @@ fn wrong_type_is_located() {
 }
 
 #[test]
+fn format_version_is_1_or_2() {
+    let c = parse(GOOD).expect("good config");
+    assert_eq!(c.batch.format_version, crate::codec::FORMAT_VERSION);
+    let v1 = format!("{GOOD}\n[batch]\nformat_version = 1\n");
+    assert_eq!(
+        parse(&v1)
+            .expect("version 1 is allowed")
+            .batch
+            .format_version,
+        1
+    );
+    let e = located(&format!("{GOOD}\n[batch]\nformat_version = 3\n"));
+    assert!(
+        e.message
+            .contains("format_version = 3 is not a wire format version"),
+        "{e}"
+    );
+    assert!(e.message.contains("allowed: 1"), "{e}");
+}
+
+#[test]
 fn semantic_errors_point_at_the_key() {
     let bad = GOOD.replace("rate_hz = 1000", "rate_hz = 0");
     let e = located(&bad);

@@ -128,6 +128,7 @@ impl Core {
             previous_durable_last_seq: self.recovery.previous_durable_last_seq,
         };
         let vehicle = self.cfg.vehicle.clone();
+        let version = self.cfg.batch.format_version;
         self.append(
             BatchMeta {
                 samples: 0,
@@ -135,13 +136,10 @@ impl Core {
                 t_last_us: now,
             },
             |id| {
-                codec::encode(&codec::control_envelope(
-                    &vehicle,
-                    id,
-                    Kind::Run,
-                    now,
-                    &body,
-                ))
+                codec::encode_version(
+                    &codec::control_envelope(&vehicle, id, Kind::Run, now, &body),
+                    version,
+                )
             },
         );
 
@@ -249,8 +247,12 @@ impl Core {
         let name = self.cfg.sources[source].name.clone();
         let vehicle = self.cfg.vehicle.clone();
         let meta = BatchMeta::of_readings(&samples);
+        let version = self.cfg.batch.format_version;
         self.append(meta, |id| {
-            codec::encode(&codec::data_envelope(&vehicle, id, &name, &samples))
+            codec::encode_version(
+                &codec::data_envelope_for(version, &vehicle, id, &name, &samples),
+                version,
+            )
         });
     }
 

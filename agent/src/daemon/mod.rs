@@ -77,6 +77,7 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
         segment_bytes: cfg.queue.segment_mb << 20,
         sync_bytes: cfg.queue.flush_kb << 10,
         vehicle: cfg.vehicle.clone(),
+        format_version: cfg.batch.format_version,
     })
     .context("cannot open the queue")?;
     tracing::info!(

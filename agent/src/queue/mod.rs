@@ -48,6 +48,8 @@ pub struct QueueOptions {
     pub sync_bytes: u64,
     /// Written into the gap notices the queue creates.
     pub vehicle: String,
+    /// Wire format version of those notices.
+    pub format_version: u8,
 }
 
 impl QueueOptions {
@@ -60,6 +62,7 @@ impl QueueOptions {
             segment_bytes: 16 << 20,
             sync_bytes: 4 << 20,
             vehicle: String::new(),
+            format_version: codec::FORMAT_VERSION,
         }
     }
 }
@@ -876,13 +879,10 @@ impl<S: Store> Queue<S> {
                 seq: self.next_seq,
             };
             let t = crate::now_us();
-            let payload = codec::encode(&codec::control_envelope(
-                &self.opts.vehicle,
-                id,
-                Kind::Gap,
-                t,
-                &g,
-            ));
+            let payload = codec::encode_version(
+                &codec::control_envelope(&self.opts.vehicle, id, Kind::Gap, t, &g),
+                self.opts.format_version,
+            );
             let meta = BatchMeta {
                 samples: 0,
                 t_first_us: t,
