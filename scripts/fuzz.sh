@@ -13,6 +13,10 @@ n=0; ok=0; bad=0
 for t in $targets; do
   n=$((n + 1))
   mkdir -p "corpus/$t"
+  # The wire decoders start from the golden messages of every format version.
+  case "$t" in
+    wire_message) cp -n ../agent/tests/golden/*.bin "corpus/$t/" 2>/dev/null ;;
+  esac
   if cargo +nightly fuzz run -O "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=1024 \
       -max_len=4096 >"/tmp/fuzz-$t.log" 2>&1; then
     ok=$((ok + 1))
