@@ -110,9 +110,39 @@ fn mutual_tls_link_delivers_and_a_client_without_certificate_is_refused() -> Res
         "nothing was delivered, so it stays queued: {end:?}"
     );
 
-    // With the client certificate everything arrives, exactly once.
+    // With the client certificate everything arrives, exactly once: at a receiver on the unix
+    // socket, and at one on MQTT 5 over mutual TLS.
     let out = dir.path().join("received.jsonl");
     let mut rx = start_receiver(dir.path(), broker.socket(), &out, "3s")?;
+    let Some(pitlink::mqtt::BrokerAddr::Tcp { port, .. }) = broker.tcp_addr() else {
+        anyhow::bail!("broker has no TCP port");
+    };
+    let out5 = dir.path().join("received-v5-tls.jsonl");
+    let path = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let mut rx5 = Proc::spawn(
+        &[
+            "receive",
+            "--mqtt-version",
+            "5",
+            "--broker",
+            &format!("127.0.0.1:{port}"),
+            "--ca",
+            &path(&pki.join("ca.pem")),
+            "--cert",
+            &path(&pki.join("client.pem")),
+            "--key",
+            &path(&pki.join("client.key")),
+            "--client-id",
+            "rx-v5-tls",
+            "--out",
+            &path(&out5),
+            "--idle-exit",
+            "60s",
+            "--json",
+        ],
+        &dir.path().join("receiver-v5-tls.log"),
+    )?;
+    rx5.wait_log("subscribed", Duration::from_secs(10))?;
     let with_cert = dir.path().join("with-cert");
     std::fs::create_dir_all(&with_cert)?;
     let tls = format!(
@@ -133,5 +163,16 @@ fn mutual_tls_link_delivers_and_a_client_without_certificate_is_refused() -> Res
     for l in &lines {
         assert_eq!(l.v, Waveform::Square.value(l.ch, l.t_us));
     }
+    stop_receiver_when_quiet(&mut rx5, &out5, Duration::from_secs(2))?;
+    let mut v5 = read_samples(&out5)?;
+    let key = |l: &SampleLine| (l.ch, l.t_us);
+    let mut v3 = lines.clone();
+    v5.sort_by_key(key);
+    v3.sort_by_key(key);
+    assert_eq!(v5.len(), v3.len(), "MQTT 5 over mutual TLS: every sample");
+    assert!(
+        v5.iter().zip(&v3).all(|(a, b)| key(a) == key(b) && a.v == b.v),
+        "the same samples on both receivers"
+    );
     Ok(())
 }
