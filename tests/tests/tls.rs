@@ -171,7 +171,9 @@ fn mutual_tls_link_delivers_and_a_client_without_certificate_is_refused() -> Res
     v3.sort_by_key(key);
     assert_eq!(v5.len(), v3.len(), "MQTT 5 over mutual TLS: every sample");
     assert!(
-        v5.iter().zip(&v3).all(|(a, b)| key(a) == key(b) && a.v == b.v),
+        v5.iter()
+            .zip(&v3)
+            .all(|(a, b)| key(a) == key(b) && a.v == b.v),
         "the same samples on both receivers"
     );
     Ok(())

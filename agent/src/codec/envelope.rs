@@ -144,6 +144,23 @@ pub enum DecodeError {
     CodecFor { codec: u8, kind: Kind, version: u8 },
 }
 
+impl DecodeError {
+    /// A short class of the error, for counting bad payloads by cause.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty",
+            DecodeError::Version(_) => "version",
+            DecodeError::Envelope(_) => "envelope",
+            DecodeError::Body { .. } => "body",
+            DecodeError::Codec(_)
+            | DecodeError::CodecFor { .. }
+            | DecodeError::KindInVersion(_) => "codec",
+            DecodeError::Count { .. } => "count",
+            DecodeError::Columnar(_) => "columnar",
+        }
+    }
+}
+
 pub fn encode(env: &Envelope) -> Vec<u8> {
     encode_version(env, FORMAT_VERSION)
 }

@@ -52,6 +52,9 @@ pub struct ReceiveSummary {
     /// MQTT messages received (any payload).
     pub messages: u64,
     pub bad_payloads: u64,
+    /// The same by reason: `version`, `envelope`, `codec`, `body`, `count`, `columnar`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub bad_by_reason: BTreeMap<String, u64>,
     /// Sessions established with the broker (1 + reconnections).
     pub connects: u64,
     /// Subscriptions the broker granted (one per session).
@@ -68,6 +71,8 @@ pub struct Ledger {
     vehicles: BTreeMap<String, Accounting>,
     messages: u64,
     bad_payloads: u64,
+    /// Bad payloads by [`DecodeError::reason`].
+    bad_by_reason: BTreeMap<String, u64>,
 }
 
 impl Ledger {
@@ -88,21 +93,26 @@ impl Ledger {
         }
     }
 
+    fn bad(&mut self, e: DecodeError) -> Verdict {
+        self.bad_payloads += 1;
+        *self
+            .bad_by_reason
+            .entry(e.reason().to_string())
+            .or_default() += 1;
+        Verdict::Bad(e)
+    }
+
     /// Decides what `payload` is. Counts messages, bad payloads and duplicates; a `New` batch
     /// is only counted by [`Ledger::commit`].
     pub fn classify(&mut self, payload: &[u8]) -> Verdict {
         self.messages += 1;
         let env = match codec::decode(payload) {
             Ok(env) => env,
-            Err(e) => {
-                self.bad_payloads += 1;
-                return Verdict::Bad(e);
-            }
+            Err(e) => return self.bad(e),
         };
         if env.id.seq == u64::MAX {
             // No agent gets there (2^64 batches); the accounting's ranges cannot hold it.
-            self.bad_payloads += 1;
-            return Verdict::Bad(DecodeError::Envelope(
+            return self.bad(DecodeError::Envelope(
                 "sequence number 18446744073709551615 is reserved".to_string(),
             ));
         }
@@ -116,10 +126,7 @@ impl Ledger {
                         id: env.id,
                     }
                 }
-                Err(e) => {
-                    self.bad_payloads += 1;
-                    Verdict::Bad(e)
-                }
+                Err(e) => self.bad(e),
             };
         }
         // Before decoding the body: a duplicate costs no more than its header.
@@ -160,11 +167,8 @@ impl Ledger {
                 t_last_us: env.t_last_us,
                 content,
             }),
-            Err(e) => {
-                // Not marked seen: an intact copy of the same batch may still arrive.
-                self.bad_payloads += 1;
-                Verdict::Bad(e)
-            }
+            // Not marked seen: an intact copy of the same batch may still arrive.
+            Err(e) => self.bad(e),
         }
     }
 
@@ -197,6 +201,7 @@ impl Ledger {
         ReceiveSummary {
             messages: self.messages,
             bad_payloads: self.bad_payloads,
+            bad_by_reason: self.bad_by_reason.clone(),
             connects: 0,
             subscribes: 0,
             vehicles: self
@@ -277,6 +282,13 @@ mod tests {
 
         let s = l.summary();
         assert_eq!((s.messages, s.bad_payloads), (7, 3));
+        assert_eq!(
+            s.bad_by_reason
+                .iter()
+                .map(|(k, &v)| (k.as_str(), v))
+                .collect::<Vec<_>>(),
+            [("empty", 1), ("envelope", 2)]
+        );
         let v = &s.vehicles["car"];
         assert_eq!((v.batches, v.samples), (2, 3));
         assert_eq!((v.duplicate_batches, v.duplicate_samples), (1, 3));

@@ -519,11 +519,20 @@ impl Shell {
 /// A few human-readable lines.
 pub fn render_summary(s: &ReceiveSummary) -> String {
     let mut o = String::new();
-    let _ = writeln!(
+    let _ = write!(
         o,
-        "{} messages, {} bad payloads, {} connections",
-        s.messages, s.bad_payloads, s.connects
+        "{} messages, {} bad payloads",
+        s.messages, s.bad_payloads
     );
+    if !s.bad_by_reason.is_empty() {
+        let reasons: Vec<String> = s
+            .bad_by_reason
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = write!(o, " ({})", reasons.join(", "));
+    }
+    let _ = writeln!(o, ", {} connections", s.connects);
     if s.vehicles.is_empty() {
         o.push_str("no batches received\n");
     }
