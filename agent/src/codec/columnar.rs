@@ -181,7 +181,12 @@ impl Encoder {
         let mut raw = std::mem::take(&mut self.raw);
         raw.clear();
         raw.push(0);
-        let src = &source.as_bytes()[..source.len().min(MAX_SOURCE)];
+        // Longer names are cut at a character boundary (config names are far shorter).
+        let mut cut = source.len().min(MAX_SOURCE);
+        while !source.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let src = &source.as_bytes()[..cut];
         put_u64(&mut raw, src.len() as u64);
         raw.extend_from_slice(src);
         put_u64(&mut raw, self.vals.len() as u64);
@@ -608,6 +613,19 @@ fn decode_frames(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_overlong_source_name_is_cut_at_a_character_boundary() {
+        let name = "é".repeat(600); // 1200 bytes, 2 per character
+        let mut enc = Encoder::new(1).expect("zstd");
+        let v = [Sample {
+            t_us: 1,
+            channel: 0,
+            value: 1.0,
+        }];
+        let (src, _) = decode(&enc.encode(&name, 1, &v), 1, 1).expect("decodes");
+        assert_eq!(src, "é".repeat(512));
+    }
 
     #[test]
     fn indices_into_an_empty_table_are_refused() {
