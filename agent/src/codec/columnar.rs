@@ -314,14 +314,17 @@ impl Encoder {
             let idx = &self.order[start..start + n];
             start += n;
             let stored = payload_len(key.flags, key.len) - usize::from(preds[k].is_some());
-            raw.reserve(stored * n);
-            for j in 0..stored {
-                let mut prev = 0u8;
-                for &i in idx {
-                    let b = self.frames[i as usize].1.data[j];
-                    raw.push(b.wrapping_sub(prev));
-                    prev = b;
+            // Frame by frame (each payload read once, in order), into the column-major slots.
+            let base = raw.len();
+            raw.resize(base + stored * n, 0);
+            let out = &mut raw[base..];
+            let mut prev = [0u8; MAX_FD_LEN];
+            for (row, &i) in idx.iter().enumerate() {
+                let d = &self.frames[i as usize].1.data;
+                for j in 0..stored {
+                    out[j * n + row] = d[j].wrapping_sub(prev[j]);
                 }
+                prev[..stored].copy_from_slice(&d[..stored]);
             }
         }
     }
