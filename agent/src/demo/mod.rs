@@ -45,6 +45,8 @@ pub struct DemoSummary {
     pub batches_delivered: u64,
     pub duplicate_batches_dropped: u64,
     pub bad_payloads: u64,
+    /// Wire message bytes the agent queued (and sent) per sample generated.
+    pub wire_bytes_per_sample: f64,
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p99: Option<f64>,
     pub links: Vec<DemoLink>,
@@ -240,6 +242,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         batches_delivered: v.batches,
         duplicate_batches_dropped: v.duplicate_batches,
         bad_payloads: rsum.bad_payloads,
+        wire_bytes_per_sample: final_status.queue.stats.appended_bytes as f64
+            / generated.max(1) as f64,
         latency_ms_p50: v.latency_ms_p50,
         latency_ms_p99: v.latency_ms_p99,
         links: final_status
@@ -321,6 +325,11 @@ pub fn render(s: &DemoSummary) -> String {
         o,
         "  batches delivered  {}  (duplicates dropped by the receiver: {})",
         s.batches_delivered, s.duplicate_batches_dropped
+    );
+    let _ = writeln!(
+        o,
+        "  wire bytes         {:.2} per sample  (whole messages, columnar + zstd)",
+        s.wire_bytes_per_sample
     );
     if let (Some(p50), Some(p99)) = (s.latency_ms_p50, s.latency_ms_p99) {
         let _ = writeln!(o, "  end-to-end latency p50 {p50:.0} ms, p99 {p99:.0} ms");
