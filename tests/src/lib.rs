@@ -372,12 +372,23 @@ pub fn wait_status(
 }
 
 /// Stops a receiver (started with an idle exit longer than the test) once its output has not
-/// grown for `quiet`: SIGTERM, on which it exits cleanly and prints its summary. Unlike `--idle-exit`, the quiet period only counts from now: call it once every sender has
-/// stopped, so a pause while the test still waits on the daemon cannot end the receiver early.
+/// grown for `quiet`: SIGTERM, on which it exits cleanly and prints its summary. Unlike
+/// `--idle-exit`, the quiet period only counts from now: call it once every sender has stopped,
+/// so a pause while the test still waits on the daemon cannot end the receiver early.
 pub fn stop_receiver_when_quiet(rx: &mut Proc, out: &Path, quiet: Duration) -> Result<()> {
+    stop_receiver_when_still(rx, quiet, || std::fs::metadata(out).map_or(0, |m| m.len()))
+}
+
+/// Stops the receiver (SIGTERM, clean exit) once `measure` (the size of its output, however
+/// it is laid out) has not changed for `quiet`; fails if it keeps changing for 2 minutes or the
+/// receiver exits by itself.
+pub fn stop_receiver_when_still(
+    rx: &mut Proc,
+    quiet: Duration,
+    mut measure: impl FnMut() -> u64,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let size = || std::fs::metadata(out).map_or(0, |m| m.len());
-    let (mut last, mut since) = (size(), Instant::now());
+    let (mut last, mut since) = (measure(), Instant::now());
     while since.elapsed() < quiet {
         if let Some(st) = rx.child.try_wait()? {
             bail!("receiver exited early ({st}):\n{}", rx.log_text());
@@ -386,7 +397,7 @@ pub fn stop_receiver_when_quiet(rx: &mut Proc, out: &Path, quiet: Duration) -> R
             bail!("the receiver's output kept growing for 2 minutes");
         }
         std::thread::sleep(Duration::from_millis(100));
-        let now = size();
+        let now = measure();
         if now != last {
             (last, since) = (now, Instant::now());
         }
@@ -397,6 +408,29 @@ pub fn stop_receiver_when_quiet(rx: &mut Proc, out: &Path, quiet: Duration) -> R
         bail!("receiver exit: {st}\n{}", rx.log_text());
     }
     Ok(())
+}
+
+/// Every channel's timestamps form the exact grid of `period_us`, each exactly once; returns
+/// the sample count.
+pub fn assert_grid_exactly_once(lines: &[SampleLine], channels: u16, period_us: u64) -> u64 {
+    let per = by_channel(lines);
+    assert_eq!(per.len(), usize::from(channels), "every channel arrived");
+    for ((src, ch), ts) in &per {
+        let mut sorted = ts.clone();
+        sorted.sort_unstable();
+        let n = sorted.len();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            n,
+            "{src}/{ch}: {} duplicates",
+            n - sorted.len()
+        );
+        for w in sorted.windows(2) {
+            assert_eq!(w[1] - w[0], period_us, "{src}/{ch}: gap after {}", w[0]);
+        }
+    }
+    lines.len() as u64
 }
 
 /// The receiver's closing summary: the JSON object `pitlink receive --json` prints as the last

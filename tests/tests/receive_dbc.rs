@@ -467,25 +467,7 @@ fn tree_size(dir: &Path) -> u64 {
 
 /// [`stop_receiver_when_quiet`] for a `--csv` receiver: quiet means no file under `dir` grew.
 fn stop_csv_receiver_when_quiet(rx: &mut Proc, dir: &Path, quiet: Duration) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (mut last, mut since) = (tree_size(dir), Instant::now());
-    while since.elapsed() < quiet {
-        if let Some(st) = rx.child.try_wait()? {
-            bail!("receiver exited early ({st}):\n{}", rx.log_text());
-        }
-        if Instant::now() > deadline {
-            bail!("the receiver's CSV files kept growing for 2 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let now = tree_size(dir);
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-    }
-    rx.signal(nix::sys::signal::Signal::SIGTERM);
-    let st = rx.wait_exit(Duration::from_secs(30))?;
-    ensure!(st.success(), "receiver exit: {st}\n{}", rx.log_text());
-    Ok(())
+    stop_receiver_when_still(rx, quiet, || tree_size(dir))
 }
 
 /// Check 3: the receiver accounts for one vehicle with everything there once.

@@ -26,28 +26,6 @@ fn receiver(dir: &Path, broker: &Path, log: &str, extra: &[&str]) -> Result<Proc
     Ok(p)
 }
 
-/// Every channel's timestamps form the exact grid, each exactly once; returns the sample count.
-fn assert_exactly_once(lines: &[SampleLine], channels: u16, period_us: u64) -> u64 {
-    let per = by_channel(lines);
-    assert_eq!(per.len(), usize::from(channels), "every channel arrived");
-    for ((src, ch), ts) in &per {
-        let mut sorted = ts.clone();
-        sorted.sort_unstable();
-        let n = sorted.len();
-        sorted.dedup();
-        assert_eq!(
-            sorted.len(),
-            n,
-            "{src}/{ch}: {} duplicates",
-            n - sorted.len()
-        );
-        for w in sorted.windows(2) {
-            assert_eq!(w[1] - w[0], period_us, "{src}/{ch}: gap after {}", w[0]);
-        }
-    }
-    lines.len() as u64
-}
-
 /// Total size of a file or of every file under a directory.
 fn size(p: &Path) -> u64 {
     match std::fs::read_dir(p) {
@@ -176,7 +154,7 @@ fn kill_and_restart(csv: bool) -> Result<()> {
         false => read_samples(&out)?,
         true => read_csv_samples(&out)?,
     };
-    let got = assert_exactly_once(&lines, 20, 1000);
+    let got = assert_grid_exactly_once(&lines, 20, 1000);
     assert_eq!(got, end.generated, "every generated sample exactly once");
     let summary = receiver_summary(&rx)?;
     // The summary spans both receiver processes (it is part of the state).

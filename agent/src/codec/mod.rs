@@ -46,14 +46,32 @@ pub fn data_envelope<R: Copy + Into<Reading>>(
         });
         enc.encode(source, t_first, items)
     });
+    data(
+        vehicle,
+        id,
+        (t_first, t_last),
+        items.len(),
+        CODEC_COLUMNAR,
+        body,
+    )
+}
+
+fn data(
+    vehicle: &str,
+    id: BatchId,
+    (t_first_us, t_last_us): (u64, u64),
+    samples: usize,
+    codec: u8,
+    body: Vec<u8>,
+) -> Envelope {
     Envelope {
         vehicle: vehicle.to_string(),
         id,
         kind: Kind::Data,
-        t_first_us: t_first,
-        t_last_us: t_last,
-        samples: items.len() as u32,
-        codec: CODEC_COLUMNAR,
+        t_first_us,
+        t_last_us,
+        samples: samples as u32,
+        codec,
         body,
     }
 }
@@ -92,16 +110,15 @@ pub fn data_envelope_plain<R: Copy + Into<Reading>>(
             Reading::Frame(f) => body.frames.push((f.t_us - t_first, f.frame)),
         }
     }
-    Envelope {
-        vehicle: vehicle.to_string(),
+    let body = postcard::to_stdvec(&body).expect("postcard into Vec");
+    data(
+        vehicle,
         id,
-        kind: Kind::Data,
-        t_first_us: t_first,
-        t_last_us: t_last,
-        samples: items.len() as u32,
-        codec: CODEC_PLAIN,
-        body: postcard::to_stdvec(&body).expect("postcard into Vec"),
-    }
+        (t_first, t_last),
+        items.len(),
+        CODEC_PLAIN,
+        body,
+    )
 }
 
 /// Decodes a `Data` envelope's body into its source name and readings (values first, then
