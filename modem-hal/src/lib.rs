@@ -1,5 +1,8 @@
 //! Modem control for pitlink: AT transport and dialects, radio metrics, a simulated modem.
 //!
-//! Not implemented yet: this crate is an empty member of the workspace so that the stage has
-//! its place. The agent does not talk to modems today; the `modem` key of a `[[links]]` table is
-//! accepted and ignored.
+//! Today: [`radio`] (the metrics types) and [`at::parse`] (sans-IO parsers from AT response
+//! text to those types). The agent does not talk to modems yet; the `modem` key of a
+//! `[[links]]` table is accepted and ignored.
+
+pub mod at;
+pub mod radio;
