@@ -144,15 +144,18 @@ fn parse_cops_list(rest: &str) -> Result<Vec<Network>, AtParseError> {
 
 /// Query reply `+CEREG: <n>,<stat>[,<tac>,<ci>[,<AcT>...]]` or URC `+CEREG: <stat>[,<tac>,<ci>
 /// [,<AcT>...]]`, fields quoted or not, space-padded or not. The forms are told apart by the
-/// second field: a query's `<stat>` is a small unquoted decimal, a URC's `<tac>` is quoted or hex.
+/// second field: a query's `<stat>` is a small unquoted decimal (0..=11, no leading zero), a URC's
+/// `<tac>` is quoted or hex (unquoted TACs are four hex digits).
 pub(crate) fn parse_reg(source: &str, rest: &str) -> Result<Registration, AtParseError> {
     let f = Fields::new("+CxREG", rest);
     f.expect_count(1, 16)?;
     let second_is_stat = f.len() >= 2
         && !f.quoted(1)
-        && f.text(1)
-            .and_then(|t| t.parse::<u8>().ok())
-            .is_some_and(|v| v <= 11);
+        && f.text(1).is_some_and(|t| {
+            // `0005` is an unquoted TAC, not a stat.
+            (t.len() == 1 || (t.len() == 2 && !t.starts_with('0')))
+                && t.parse::<u8>().is_ok_and(|v| v <= 11)
+        });
     let query = f.len() == 2 || (f.len() >= 2 && second_is_stat);
     let (n, base) = if query {
         (Some(f.req_int(0, "n")?), 1)

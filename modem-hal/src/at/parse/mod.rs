@@ -324,3 +324,6 @@ pub fn parse_text_with(text: &str, opts: ParseOptions) -> Parsed {
     p.feed_text(text);
     p.finish()
 }
+
+#[cfg(test)]
+mod tests;
