@@ -59,6 +59,24 @@ pub enum Command {
     /// Measure: one JSON object of figures per benchmark, timings beside a same-run baseline.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Cellular modem tools.
+    #[command(subcommand)]
+    Modem(ModemCmd),
+}
+
+/// `pitlink modem ...`
+#[derive(Debug, Subcommand)]
+pub enum ModemCmd {
+    /// Parse AT response text on stdin (as a modem or `mmcli --command` prints it) and print the
+    /// radio metrics it holds; lines not understood are listed (exit status 0 all the same).
+    Parse {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// LTE `+QENG` SINR is raw 1/5 dB (dB = raw/5 - 20) on this firmware, not dB.
+        #[arg(long)]
+        qeng_sinr_fifths: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -534,6 +552,35 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 },
                 &mut std::io::stdout().lock(),
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Modem(ModemCmd::Parse {
+            json,
+            qeng_sinr_fifths,
+        }) => {
+            use std::io::Read;
+            let mut input = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .context("cannot read stdin")?;
+            let opts = modem_hal::at::parse::ParseOptions {
+                qeng_lte_sinr: if qeng_sinr_fifths {
+                    modem_hal::at::parse::SinrScale::Fifths
+                } else {
+                    modem_hal::at::parse::SinrScale::Db
+                },
+                ..Default::default()
+            };
+            let parsed =
+                modem_hal::at::parse::parse_text_with(&String::from_utf8_lossy(&input), opts);
+            if json {
+                println!("{}", serde_json::to_string(&parsed)?);
+            } else {
+                print!("{}", parsed.report);
+                for u in &parsed.unparsed {
+                    println!("unparsed: line {}: {} ({})", u.line, u.text, u.error);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {

@@ -401,3 +401,139 @@ pub struct AtError {
     /// Text: the 27.007 meaning of the code, the verbose text, or "ERROR".
     pub message: String,
 }
+
+/// Appends ` name value unit` if the value is present.
+fn put<T: std::fmt::Display>(out: &mut String, name: &str, v: Option<T>, unit: &str) {
+    if let Some(v) = v {
+        out.push_str(&format!(" {name} {v}{unit}"));
+    }
+}
+
+/// A short human summary, one line per item.
+impl std::fmt::Display for RadioReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(s) = &self.serving {
+            let mut l = format!("serving: {}", s.rat.as_deref().unwrap_or("?"));
+            put(&mut l, "state", s.state.as_deref(), "");
+            if let (Some(mcc), Some(mnc)) = (s.mcc, s.mnc) {
+                l.push_str(&format!(" plmn {mcc}-{mnc:02}"));
+            }
+            put(&mut l, "tac", s.tac, "");
+            put(&mut l, "cell", s.cell_id, "");
+            put(&mut l, "pci", s.pci, "");
+            put(&mut l, "earfcn", s.earfcn, "");
+            put(&mut l, "arfcn", s.arfcn, "");
+            put(&mut l, "band", s.band, "");
+            put(&mut l, "bw", s.bandwidth_mhz, " MHz");
+            put(&mut l, "rsrp", s.rsrp_dbm, " dBm");
+            put(&mut l, "rsrq", s.rsrq_db, " dB");
+            put(&mut l, "rssi", s.rssi_dbm, " dBm");
+            put(&mut l, "sinr", s.sinr_db, " dB");
+            writeln!(f, "{l}")?;
+            if let Some(nr) = &s.nr {
+                let mut l = "  nr:".to_string();
+                put(&mut l, "pci", nr.pci, "");
+                put(&mut l, "arfcn", nr.arfcn, "");
+                put(&mut l, "band", nr.band, "");
+                put(&mut l, "rsrp", nr.rsrp_dbm, " dBm");
+                put(&mut l, "rsrq", nr.rsrq_db, " dB");
+                put(&mut l, "sinr", nr.sinr_db, " dB");
+                writeln!(f, "{l}")?;
+            }
+        }
+        for n in &self.neighbours {
+            let mut l = format!("neighbour: {}", n.rat);
+            put(&mut l, "", n.kind.as_deref(), "");
+            put(&mut l, "earfcn", n.earfcn, "");
+            put(&mut l, "uarfcn", n.uarfcn, "");
+            put(&mut l, "pci", n.pci, "");
+            put(&mut l, "psc", n.psc, "");
+            put(&mut l, "rsrp", n.rsrp_dbm, " dBm");
+            put(&mut l, "rsrq", n.rsrq_db, " dB");
+            writeln!(f, "{l}")?;
+        }
+        if let Some(r) = &self.registration {
+            let mut l = format!("registration: {} stat {}", r.source, r.stat);
+            put(&mut l, "tac", r.tac, "");
+            put(&mut l, "cell", r.cell_id, "");
+            put(&mut l, "act", r.act, "");
+            writeln!(f, "{l}")?;
+        }
+        if let Some(c) = &self.signal.csq {
+            let mut l = format!("csq: {}", c.rssi_index);
+            put(&mut l, "rssi", c.rssi_dbm, " dBm");
+            writeln!(f, "{l}")?;
+        }
+        if let Some(c) = &self.signal.cesq {
+            let mut l = "cesq:".to_string();
+            put(&mut l, "rsrp", c.rsrp_dbm, " dBm");
+            put(&mut l, "rsrq", c.rsrq_db, " dB");
+            put(&mut l, "rscp", c.rscp_dbm, " dBm");
+            put(&mut l, "rxlev", c.rxlev_dbm, " dBm");
+            writeln!(f, "{l}")?;
+        }
+        for q in &self.signal.qcsq {
+            let mut l = format!("qcsq: {}", q.sysmode);
+            put(&mut l, "rssi", q.rssi_dbm, " dBm");
+            put(&mut l, "rsrp", q.rsrp_dbm, " dBm");
+            put(&mut l, "rsrq", q.rsrq_db, " dB");
+            put(&mut l, "sinr", q.sinr_db, " dB");
+            writeln!(f, "{l}")?;
+        }
+        if let Some(lock) = &self.lock {
+            if let Some(l) = &lock.lte {
+                let cells: Vec<String> = l
+                    .cells
+                    .iter()
+                    .map(|c| format!("{}/{}", c.earfcn, c.pci))
+                    .collect();
+                writeln!(
+                    f,
+                    "lock lte: {}",
+                    if l.locked {
+                        cells.join(" ")
+                    } else {
+                        "none".into()
+                    }
+                )?;
+            }
+            if let Some(n) = &lock.nr {
+                let mut l = format!("lock nr: {}", if n.locked { "" } else { "none" });
+                put(&mut l, "pci", n.pci, "");
+                put(&mut l, "arfcn", n.arfcn, "");
+                put(&mut l, "scs", n.scs_khz, " kHz");
+                put(&mut l, "band", n.band, "");
+                writeln!(f, "{}", l.trim_end())?;
+            }
+            if !lock.supported.is_empty() {
+                writeln!(f, "lock modes: {}", lock.supported.join(" "))?;
+            }
+        }
+        if let Some(o) = &self.operator {
+            let mut l = format!("operator: mode {}", o.mode);
+            put(&mut l, "", o.name.as_deref(), "");
+            put(&mut l, "act", o.act, "");
+            writeln!(f, "{l}")?;
+        }
+        for n in &self.networks {
+            writeln!(
+                f,
+                "network: {} {} status {}",
+                n.numeric, n.long_name, n.status
+            )?;
+        }
+        if let Some(m) = self.scan_mode {
+            writeln!(f, "scan mode: {m}")?;
+        }
+        if let Some(m) = self.cfun {
+            writeln!(f, "cfun: {m}")?;
+        }
+        for e in &self.errors {
+            let mut l = "error:".to_string();
+            put(&mut l, "", e.command.as_deref(), "");
+            put(&mut l, "code", e.code, "");
+            writeln!(f, "{l} {}", e.message)?;
+        }
+        Ok(())
+    }
+}
