@@ -107,7 +107,11 @@ pub(crate) fn apply_qeng(
             s.nr = Some(leg);
         }
         h if h.starts_with("neighbourcell") => {
-            r.neighbours.push(neighbour(&f, h, opts)?);
+            let n = neighbour(&f, h, opts)?;
+            // Bounded: a real list has a few dozen cells at most.
+            if r.neighbours.len() < 256 {
+                r.neighbours.push(n);
+            }
         }
         other => {
             return Err(AtParseError::Unsupported {
