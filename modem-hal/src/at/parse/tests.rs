@@ -341,3 +341,33 @@ proptest! {
         prop_assert_eq!(r.n, if urc { None } else { Some(2) });
     }
 }
+
+#[test]
+fn unsupported_rat_is_reported_not_guessed() {
+    let p = parse(
+        "+QENG: \"servingcell\",\"NOCONN\",\"WCDMA\",460,01,5A3C,1C7B,10663,94,-80,-4,-,-,-,-,-\n",
+    );
+    assert!(p.report.serving.is_none());
+    assert!(
+        p.unparsed[0]
+            .error
+            .contains("unsupported variant \"WCDMA\""),
+        "{}",
+        p.unparsed[0].error
+    );
+    let p = parse("+QCFG: \"band\",0,1\n");
+    assert!(
+        p.unparsed[0].error.contains("+QCFG"),
+        "{}",
+        p.unparsed[0].error
+    );
+}
+
+#[test]
+fn later_servingcell_replaces_earlier() {
+    let p = parse(
+        "+QENG: \"servingcell\",\"NOCONN\",\"LTE\",\"FDD\",222,88,4CAA71F,28,1500,3,3,3,77B8,-84,-9,-56,21,35\nOK\n+QENG: \"servingcell\",\"SEARCH\"\nOK\n",
+    );
+    let s = p.report.serving.expect("serving");
+    assert_eq!((s.state.as_deref(), s.pci), (Some("SEARCH"), None));
+}
