@@ -1,5 +1,6 @@
 //! Modem control for pitlink: AT transport and dialects, radio metrics, a simulated modem.
 //!
-//! Not implemented yet: this crate is an empty member of the workspace so that the stage has
-//! its place. The agent does not talk to modems today; the `modem` key of a `[[links]]` table is
-//! accepted and ignored.
+//! Today the crate holds the AT transport ([`at::transport`]): a sans-IO core that frames lines,
+//! matches responses to commands and separates URCs, and a tokio shell that owns a serial port.
+
+pub mod at;

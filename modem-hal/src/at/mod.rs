@@ -1,0 +1,3 @@
+//! AT command control of cellular modems.
+
+pub mod transport;
