@@ -470,3 +470,515 @@ impl AtCore {
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::at::transport::urc::UrcKind;
+    use proptest::prelude::*;
+
+    const S: u64 = 1_000_000;
+
+    fn drain(core: &mut AtCore) -> Vec<Action> {
+        std::iter::from_fn(|| core.poll_action()).collect()
+    }
+
+    fn completions(actions: &[Action]) -> Vec<(CommandId, Result<Response, AtError>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Complete { id, result } => Some((*id, result.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn urcs(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Urc(u) => Some(u.line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn writes(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ok(lines: &[&str], command: &str) -> Result<Response, AtError> {
+        Ok(Response {
+            command: command.into(),
+            lines: lines.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn echo_multiline_and_urc_in_the_middle() {
+        let mut core = AtCore::new(CoreConfig::default());
+        let cmd = "AT+QENG=\"neighbourcell\"";
+        let id = core.submit(Request::new(cmd), 0).unwrap();
+        assert_eq!(writes(&drain(&mut core)), [format!("{cmd}\r")]);
+        core.feed(
+            b"AT+QENG=\"neighbourcell\"\r\r\n+QENG: \"neighbourcell intra\",\"LTE\",6300,188\r\n",
+            S,
+        );
+        core.feed(
+            b"+QIND: \"csq\",20,99\r\n+QENG: \"neighbourcell inter\",\"LTE\",1501,-\r\n\r\nOK\r\n",
+            S,
+        );
+        let actions = drain(&mut core);
+        assert_eq!(urcs(&actions), ["+QIND: \"csq\",20,99"]);
+        let lines = [
+            "+QENG: \"neighbourcell intra\",\"LTE\",6300,188",
+            "+QENG: \"neighbourcell inter\",\"LTE\",1501,-",
+        ];
+        assert_eq!(completions(&actions), [(id, ok(&lines, cmd))]);
+        assert!(!core.is_busy());
+    }
+
+    #[test]
+    fn echo_off_and_fifo() {
+        let mut core = AtCore::new(CoreConfig::default());
+        let a = core.submit(Request::new("AT+CSQ"), 0).unwrap();
+        let b = core.submit(Request::new("AT+CEREG?"), 0).unwrap();
+        assert_eq!(writes(&drain(&mut core)), ["AT+CSQ\r"]);
+        core.feed(b"\r\n+CSQ: 16,99\r\n\r\nOK\r\n", S);
+        let actions = drain(&mut core);
+        assert_eq!(completions(&actions), [(a, ok(&["+CSQ: 16,99"], "AT+CSQ"))]);
+        assert_eq!(writes(&actions), ["AT+CEREG?\r"]);
+        core.feed(
+            b"\r\n+CEREG: 1,\"1F00\",\"079D903\",7\r\n+CEREG: 2,1,\"1F00\",\"079D903\",7\r\nOK\r\n",
+            S,
+        );
+        let actions = drain(&mut core);
+        assert_eq!(urcs(&actions), ["+CEREG: 1,\"1F00\",\"079D903\",7"]);
+        let want = ok(&["+CEREG: 2,1,\"1F00\",\"079D903\",7"], "AT+CEREG?");
+        assert_eq!(completions(&actions), [(b, want)]);
+    }
+
+    #[test]
+    fn error_result_codes() {
+        let mut core = AtCore::new(CoreConfig::default());
+        for (reply, check) in [
+            (
+                "ERROR",
+                (|e: &AtError| matches!(e, AtError::Error { .. })) as fn(&AtError) -> bool,
+            ),
+            (
+                "+CME ERROR: 30",
+                |e| matches!(e, AtError::Cme { code, .. } if code.code() == Some(30)),
+            ),
+            (
+                "+CME ERROR: no network service",
+                |e| matches!(e, AtError::Cme { code: ErrorCode::Text(t), .. } if t == "no network service"),
+            ),
+            ("+CMS ERROR: 500", |e| {
+                matches!(
+                    e,
+                    AtError::Cms {
+                        code: ErrorCode::Numeric(500),
+                        ..
+                    }
+                )
+            }),
+            ("NO CARRIER", |e| matches!(e, AtError::Final { .. })),
+        ] {
+            let id = core.submit(Request::new("AT+CFUN=1"), 0).unwrap();
+            core.feed(format!("\r\n{reply}\r\n").as_bytes(), 1);
+            let c = completions(&drain(&mut core));
+            assert_eq!(c.len(), 1, "{reply}");
+            assert_eq!(c[0].0, id);
+            let err = c[0].1.clone().expect_err(reply);
+            assert!(check(&err), "{reply}: {err}");
+        }
+        assert_eq!(core.counters().errors, 5);
+    }
+
+    #[test]
+    fn network_scan_is_refused_unless_allowed() {
+        let mut core = AtCore::new(CoreConfig::default());
+        let err = core.submit(Request::new("AT+COPS=?"), 0).unwrap_err();
+        assert!(
+            matches!(err, AtError::Refused(CommandError::Disruptive(_))),
+            "{err}"
+        );
+        assert!(drain(&mut core).is_empty());
+        core.submit(Request::new("AT+COPS=?").allow_disruptive(), 0)
+            .unwrap();
+        assert_eq!(core.next_deadline(), Some(315 * S));
+        assert_eq!(core.counters().refused, 1);
+    }
+
+    #[test]
+    fn timeout_then_late_final_within_window_is_dropped() {
+        let mut core = AtCore::new(CoreConfig::default());
+        let a = core
+            .submit(Request::new("AT+CFUN=0").timeout(Duration::from_secs(1)), 0)
+            .unwrap();
+        let b = core.submit(Request::new("AT+CSQ"), 0).unwrap();
+        drain(&mut core);
+        core.tick(S);
+        let actions = drain(&mut core);
+        let c = completions(&actions);
+        assert!(matches!(&c[..], [(id, Err(AtError::Timeout { .. }))] if *id == a));
+        assert!(
+            writes(&actions).is_empty(),
+            "next command waits for the resync window"
+        );
+        core.feed(b"\r\nOK\r\n", S + 10);
+        assert_eq!(writes(&drain(&mut core)), ["AT+CSQ\r"]);
+        core.feed(b"\r\n+CSQ: 3,99\r\n\r\nOK\r\n", S + 20);
+        assert_eq!(
+            completions(&drain(&mut core)),
+            [(b, ok(&["+CSQ: 3,99"], "AT+CSQ"))]
+        );
+        assert_eq!(core.counters().stale_lines, 1);
+    }
+
+    #[test]
+    fn late_final_after_window_is_dropped_when_echo_is_on() {
+        let mut core = AtCore::new(CoreConfig::default());
+        core.submit(Request::new("AT"), 0).unwrap();
+        core.feed(b"AT\r\r\nOK\r\n", 1);
+        let a = core
+            .submit(Request::new("AT+CFUN=0").timeout(Duration::from_secs(1)), 2)
+            .unwrap();
+        let b = core.submit(Request::new("AT+CSQ"), 2).unwrap();
+        core.feed(b"AT+CFUN=0\r", 3);
+        drain(&mut core);
+        core.tick(S + 2);
+        core.tick(4 * S); // the resync window passes without an answer
+        let actions = drain(&mut core);
+        assert!(
+            matches!(&completions(&actions)[..], [(id, Err(AtError::Timeout { .. }))] if *id == a)
+        );
+        assert_eq!(writes(&actions), ["AT+CSQ\r"]);
+        core.feed(
+            b"\r\n+CME ERROR: 3\r\nAT+CSQ\r\r\n+CSQ: 3,99\r\n\r\nOK\r\n",
+            4 * S + 1,
+        );
+        assert_eq!(
+            completions(&drain(&mut core)),
+            [(b, ok(&["+CSQ: 3,99"], "AT+CSQ"))]
+        );
+    }
+
+    #[test]
+    fn garbage_and_overlong_lines_are_recovered_from() {
+        let cfg = CoreConfig {
+            max_line_len: 64,
+            ..CoreConfig::default()
+        };
+        let mut core = AtCore::new(cfg);
+        let id = core.submit(Request::new("AT+CSQ"), 0).unwrap();
+        let mut junk = vec![0xff, 0xfe, 0x00, b'\r'];
+        junk.extend(std::iter::repeat_n(b'x', 200));
+        junk.extend_from_slice(b"\n+CSQ: 1,2\r\nOK\r\n");
+        core.feed(&junk, 1);
+        assert_eq!(
+            completions(&drain(&mut core)),
+            [(id, ok(&["+CSQ: 1,2"], "AT+CSQ"))]
+        );
+        assert_eq!(core.counters().garbage_bytes, 203);
+        assert_eq!(core.counters().overlong_lines, 1);
+    }
+
+    #[test]
+    fn disconnect_fails_in_flight_and_waiting() {
+        let mut core = AtCore::new(CoreConfig::default());
+        let a = core.submit(Request::new("AT+CSQ"), 0).unwrap();
+        let b = core.submit(Request::new("AT+CSQ"), 0).unwrap();
+        core.feed(b"+CS", 1);
+        core.disconnected("read failed: EIO");
+        let c = completions(&drain(&mut core));
+        assert_eq!(c.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [a, b]);
+        assert!(
+            c.iter()
+                .all(|(_, r)| matches!(r, Err(AtError::Disconnected { .. })))
+        );
+        assert!(!core.is_busy());
+        assert_eq!(core.next_deadline(), None);
+    }
+
+    #[test]
+    fn queue_is_bounded() {
+        let cfg = CoreConfig {
+            max_pending: 2,
+            ..CoreConfig::default()
+        };
+        let mut core = AtCore::new(cfg);
+        for _ in 0..3 {
+            core.submit(Request::new("AT"), 0).unwrap();
+        }
+        let err = core.submit(Request::new("AT"), 0).unwrap_err();
+        assert!(matches!(err, AtError::QueueFull { depth: 2, .. }));
+    }
+
+    #[test]
+    fn idle_lines_are_urcs() {
+        let mut core = AtCore::new(CoreConfig::default());
+        core.feed(
+            b"\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n\r\n+QUSIM: 1\r\nOK\r\nhello\r\n",
+            0,
+        );
+        let actions = drain(&mut core);
+        let kinds: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Urc(u) => Some(u.kind),
+                _ => None,
+            })
+            .collect();
+        use UrcKind::*;
+        assert_eq!(kinds, [Ready, Cfun, Cpin, Qusim, Other]);
+        assert_eq!(core.counters().stale_lines, 1);
+    }
+
+    // ---- properties ----
+
+    /// One command of a scripted session: its line, information lines, final result code.
+    #[derive(Debug, Clone)]
+    struct Exchange {
+        cmd: String,
+        lines: Vec<String>,
+        fin: &'static str,
+    }
+
+    const COMMANDS: &[&str] = &[
+        "AT+CSQ",
+        "AT+CEREG?",
+        "AT+QENG=\"servingcell\"",
+        "AT+CPIN?",
+        "AT!GSTATUS?",
+        "AT+CFUN=1",
+    ];
+    const FINALS: &[&str] = &[
+        "OK",
+        "ERROR",
+        "+CME ERROR: 30",
+        "+CME ERROR: SIM busy",
+        "+CMS ERROR: 500",
+    ];
+    const URCS: &[&str] = &[
+        "+QIND: \"csq\",20,99",
+        "+QIND:\"act\",\"LTE\"",
+        "+CEREG: 1,\"1F00\",\"079D903\",7",
+        "+CEREG: 5",
+        "+CREG: 1, 8BE3, 2BAF ,7",
+        "RDY",
+        "POWERED DOWN",
+        "+QIND: SMS DONE",
+    ];
+    const TERMINATORS: &[&str] = &["\r\n", "\r", "\n", "\r\n\r\n"];
+
+    fn exchange() -> impl Strategy<Value = Exchange> {
+        (
+            prop::sample::select(COMMANDS),
+            prop::collection::vec("[A-Za-z0-9+:,\" -]{1,40}", 0..4),
+            prop::sample::select(FINALS),
+        )
+            .prop_map(|(cmd, lines, fin)| {
+                let c = CommandLine::parse(cmd).unwrap();
+                let lines = lines
+                    .into_iter()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| {
+                        !l.is_empty()
+                            && final_code(l).is_none()
+                            && classify(l, Some(&c)).is_none()
+                            && !c.is_echo(l)
+                    })
+                    .collect();
+                Exchange {
+                    cmd: cmd.to_string(),
+                    lines,
+                    fin,
+                }
+            })
+    }
+
+    type Session = (Vec<Exchange>, Vec<(usize, usize)>, bool, Vec<usize>);
+    type Done = Vec<(CommandId, Result<Response, AtError>)>;
+
+    /// The transcript of a session and where URCs go: (exchanges, urc slots, echo, terminators).
+    fn session() -> impl Strategy<Value = Session> {
+        (
+            prop::collection::vec(exchange(), 1..6),
+            prop::collection::vec((any::<usize>(), 0..URCS.len()), 0..6),
+            any::<bool>(),
+            prop::collection::vec(0..TERMINATORS.len(), 64),
+        )
+    }
+
+    /// Builds the modem's byte stream; URCs are placed between lines (slot modulo line count).
+    fn transcript(
+        ex: &[Exchange],
+        urc_slots: &[(usize, usize)],
+        echo: bool,
+        terms: &[usize],
+    ) -> (Vec<u8>, Vec<String>) {
+        let mut lines: Vec<String> = Vec::new();
+        for e in ex {
+            if echo {
+                lines.push(e.cmd.clone());
+            }
+            lines.extend(e.lines.iter().cloned());
+            lines.push(e.fin.to_string());
+        }
+        // A URC may not split an echo from its command start, nor come first when echo is on
+        // (then it would precede the echo, which is fine) -- any position between lines works.
+        let mut placed: Vec<(usize, &str)> = urc_slots
+            .iter()
+            .map(|&(slot, u)| (slot % (lines.len() + 1), URCS[u]))
+            .collect();
+        placed.sort_by_key(|p| p.0);
+        let mut out = Vec::new();
+        let mut urcs = Vec::new();
+        let mut k = 0;
+        let mut t = 0;
+        let mut term = |out: &mut Vec<u8>| {
+            out.extend_from_slice(TERMINATORS[terms[t % terms.len()]].as_bytes());
+            t += 1;
+        };
+        for (i, line) in lines.iter().enumerate() {
+            while k < placed.len() && placed[k].0 == i {
+                out.extend_from_slice(placed[k].1.as_bytes());
+                term(&mut out);
+                urcs.push(placed[k].1.to_string());
+                k += 1;
+            }
+            out.extend_from_slice(line.as_bytes());
+            term(&mut out);
+        }
+        for p in &placed[k..] {
+            out.extend_from_slice(p.1.as_bytes());
+            term(&mut out);
+            urcs.push(p.1.to_string());
+        }
+        (out, urcs)
+    }
+
+    fn expected(e: &Exchange) -> Result<Response, AtError> {
+        let command = e.cmd.clone();
+        match final_code(e.fin) {
+            Some(Final::Ok) => Ok(Response {
+                command,
+                lines: e.lines.clone(),
+            }),
+            Some(Final::Error) => Err(AtError::Error { command }),
+            Some(Final::Cme(code)) => Err(AtError::Cme { command, code }),
+            Some(Final::Cms(code)) => Err(AtError::Cms { command, code }),
+            _ => Err(AtError::Final {
+                command,
+                code: e.fin.to_string(),
+            }),
+        }
+    }
+
+    fn run_chunked(ex: &[Exchange], bytes: &[u8], cuts: &[usize]) -> (Done, Vec<String>) {
+        let mut core = AtCore::new(CoreConfig::default());
+        for e in ex {
+            core.submit(Request::new(e.cmd.clone()), 0).unwrap();
+        }
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        cuts.push(0);
+        cuts.push(bytes.len());
+        cuts.sort_unstable();
+        let mut actions = Vec::new();
+        for w in cuts.windows(2) {
+            core.feed(&bytes[w[0]..w[1]], 1);
+            actions.extend(drain(&mut core));
+        }
+        (completions(&actions), urcs(&actions))
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_scripted_responses_and_urcs(
+            (ex, slots, echo, terms) in session(),
+            cuts in prop::collection::vec(any::<usize>(), 0..20),
+        ) {
+            let (bytes, want_urcs) = transcript(&ex, &slots, echo, &terms);
+            let (done, got_urcs) = run_chunked(&ex, &bytes, &cuts);
+            let want: Vec<_> = ex.iter().enumerate().map(|(i, e)| (i as CommandId, expected(e))).collect();
+            prop_assert_eq!(done, want);
+            prop_assert_eq!(got_urcs, want_urcs);
+        }
+
+        #[test]
+        fn every_command_completes_exactly_once_on_arbitrary_input(
+            ops in prop::collection::vec(
+                prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..64).prop_map(Op::Feed),
+                    prop::sample::select(FEED_LINES).prop_map(|l| Op::Feed(l.as_bytes().to_vec())),
+                    (0..COMMANDS.len() + 2).prop_map(Op::Submit),
+                    (0u64..20_000_000).prop_map(Op::Advance),
+                    Just(Op::Disconnect),
+                ],
+                0..80,
+            )
+        ) {
+            let mut core = AtCore::new(CoreConfig { max_pending: 8, ..CoreConfig::default() });
+            let mut now = 0u64;
+            let mut accepted = Vec::new();
+            let mut done: Vec<CommandId> = Vec::new();
+            let collect = |core: &mut AtCore, done: &mut Vec<CommandId>| {
+                for a in drain(core) {
+                    if let Action::Complete { id, .. } = a { done.push(id); }
+                }
+            };
+            for op in ops {
+                match op {
+                    Op::Feed(b) => core.feed(&b, now),
+                    Op::Submit(i) => {
+                        let line = COMMANDS.get(i).copied().unwrap_or(if i == COMMANDS.len() { "AT+COPS=?" } else { "bad\r" });
+                        if let Ok(id) = core.submit(Request::new(line).timeout(Duration::from_secs(5)), now) {
+                            accepted.push(id);
+                        }
+                    }
+                    Op::Advance(us) => { now += us; core.tick(now); }
+                    Op::Disconnect => core.disconnected("gone"),
+                }
+                collect(&mut core, &mut done);
+                if let Some(d) = core.next_deadline() { prop_assert!(d >= now || core.is_busy()); }
+            }
+            // Simulated time runs on: everything left times out.
+            for _ in 0..100 {
+                if !core.is_busy() { break; }
+                now += 10_000_000;
+                core.tick(now);
+                collect(&mut core, &mut done);
+            }
+            prop_assert!(!core.is_busy());
+            done.sort_unstable();
+            prop_assert_eq!(done, accepted);
+        }
+    }
+
+    const FEED_LINES: &[&str] = &[
+        "OK\r\n",
+        "\r\nERROR\r\n",
+        "AT+CSQ\r",
+        "+CEREG: 2,1\r\n",
+        "+QIND: \"csq\",1,2\n",
+        "+CME ERROR: 10\r\n",
+        "RDY\r",
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Feed(Vec<u8>),
+        Submit(usize),
+        Advance(u64),
+        Disconnect,
+    }
+}
