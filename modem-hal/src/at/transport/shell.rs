@@ -199,13 +199,13 @@ impl Task {
                 }
             };
             self.core.disconnected(&why);
-            self.drain_offline();
             {
                 let mut s = self.stats();
                 s.connected = false;
                 s.last_error = Some(why.clone());
                 s.core = self.core.counters();
             }
+            self.drain_offline();
             // Wait before reopening; commands arriving meanwhile fail at once.
             let sleep = tokio::time::sleep(delay);
             tokio::pin!(sleep);
@@ -249,6 +249,8 @@ impl Task {
     async fn serve(&mut self, mut port: SerialStream) -> End {
         let mut buf = [0u8; 1024];
         loop {
+            // Counters first, so that whoever gets a completion or URC sees them counted.
+            self.stats().core = self.core.counters();
             while let Some(action) = self.core.poll_action() {
                 if let Action::Write(bytes) = &action {
                     if let Err(e) = port.write_all(bytes).await {
@@ -259,7 +261,6 @@ impl Task {
                     self.deliver(action);
                 }
             }
-            self.stats().core = self.core.counters();
             let deadline = self
                 .core
                 .next_deadline()
