@@ -299,6 +299,11 @@ impl AtCore {
                     after: f.timeout,
                 }),
             });
+            if !f.echo_seen {
+                // No echo this time: whether the modem echoes is unknown again (otherwise a
+                // wrong belief would drop every later answer as stale).
+                self.echo_on = None;
+            }
             self.stale = Some(f.cmd);
             self.resync_until_us = Some(now_us.saturating_add(micros(self.cfg.resync_window)));
         }
@@ -377,7 +382,10 @@ impl AtCore {
         let Some(f) = self.in_flight.as_mut() else {
             return self.on_idle_line(line, stale_echo);
         };
-        if !f.echo_seen && f.lines.is_empty() && f.cmd.is_echo(&line) {
+        if !f.echo_seen && f.cmd.is_echo(&line) {
+            // Nothing of a response precedes its echo: lines before it were noise.
+            self.counters.stale_lines += f.lines.len() as u64;
+            f.lines.clear();
             f.echo_seen = true;
             return;
         }
@@ -442,7 +450,10 @@ impl AtCore {
         let Some(f) = self.in_flight.take() else {
             return;
         };
-        self.echo_on = Some(f.echo_seen);
+        self.echo_on = match (&fin, echo_setting(&f.cmd.name)) {
+            (Final::Ok, Some(on)) => Some(on),
+            _ => Some(f.echo_seen),
+        };
         self.stale = None;
         let command = f.cmd.text;
         let result = match fin {
@@ -464,6 +475,15 @@ impl AtCore {
         self.actions
             .push_back(Action::Complete { id: f.id, result });
         self.tick(now_us);
+    }
+}
+
+/// `ATE0` / `ATE1` (possibly followed by other basic commands, `ATE0V1`): the echo setting.
+fn echo_setting(name: &str) -> Option<bool> {
+    match name.as_bytes() {
+        [b'E', b'0', ..] | [b'E'] => Some(false),
+        [b'E', b'1', ..] => Some(true),
+        _ => None,
     }
 }
 
@@ -670,6 +690,36 @@ mod tests {
             completions(&drain(&mut core)),
             [(b, ok(&["+CSQ: 3,99"], "AT+CSQ"))]
         );
+    }
+
+    #[test]
+    fn echo_off_after_ate0_does_not_make_answers_stale() {
+        let mut core = AtCore::new(CoreConfig::default());
+        core.submit(Request::new("ATE0"), 0).unwrap();
+        core.feed(b"ATE0\r\r\nOK\r\n", 1);
+        drain(&mut core);
+        let a = core
+            .submit(Request::new("AT+CFUN=0").timeout(Duration::from_secs(1)), 2)
+            .unwrap();
+        let b = core.submit(Request::new("AT+CSQ"), 2).unwrap();
+        core.tick(S + 2);
+        core.tick(4 * S); // the resync window passes without an answer
+        core.feed(b"\r\n+CSQ: 3,99\r\n\r\nOK\r\n", 4 * S + 1);
+        let c = completions(&drain(&mut core));
+        assert!(matches!(&c[0], (id, Err(AtError::Timeout { .. })) if *id == a));
+        assert_eq!(c[1], (b, ok(&["+CSQ: 3,99"], "AT+CSQ")));
+    }
+
+    #[test]
+    fn noise_before_the_echo_is_dropped() {
+        let mut core = AtCore::new(CoreConfig::default());
+        let id = core.submit(Request::new("AT+CSQ"), 0).unwrap();
+        core.feed(b"\r\n#~x\r\nAT+CSQ\r\r\n+CSQ: 3,99\r\nOK\r\n", 1);
+        assert_eq!(
+            completions(&drain(&mut core)),
+            [(id, ok(&["+CSQ: 3,99"], "AT+CSQ"))]
+        );
+        assert_eq!(core.counters().stale_lines, 1);
     }
 
     #[test]
