@@ -213,3 +213,26 @@ async fn scripted_modem_over_a_pty_and_a_port_that_vanishes() {
     drop(slave2);
     second_modem.join().expect("second modem");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_port_fails_commands_at_once_and_is_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = PortConfig::new(dir.path().join("absent"));
+    cfg.reopen_min = Duration::from_millis(10);
+    cfg.reopen_max = Duration::from_millis(20);
+    let at = AtPort::spawn(cfg);
+    let err = at.command("AT", None).await.unwrap_err();
+    assert!(
+        matches!(&err, AtError::Disconnected { why, .. } if why.contains("absent")),
+        "{err}"
+    );
+    wait_for("open retries", &at, |c| {
+        c.open_failures >= 3 && !c.connected
+    })
+    .await;
+    assert_eq!(
+        at.counters().core.disconnected,
+        0,
+        "never accepted by the core"
+    );
+}

@@ -211,7 +211,10 @@ struct InFlight {
 /// [`CoreConfig::resync_window`] no command is written and lines other than URCs are dropped,
 /// and a final result code in that window ends it early (it is the late answer). When the
 /// modem echoes commands, a final result code or information line that arrives for the next
-/// command before its echo still belongs to the stale command and is dropped too.
+/// command before its echo still belongs to the stale command and is dropped too. Whether the
+/// modem echoes is learnt from each completed command (and from `ATE0`/`ATE1`). With echo off
+/// a late final result code arriving after the window cannot be told apart and completes the
+/// next command: choose the window longer than the modem's worst lateness.
 #[derive(Debug)]
 pub struct AtCore {
     cfg: CoreConfig,
