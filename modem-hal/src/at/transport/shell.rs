@@ -57,6 +57,8 @@ pub struct PortCounters {
     pub reconnects: u64,
     /// Failed attempts to open the port.
     pub open_failures: u64,
+    /// Commands failed at once because the port was closed when they arrived.
+    pub offline_failures: u64,
     /// Whether the port is open now.
     pub connected: bool,
     /// The last reason the port was lost or could not be opened.
@@ -215,6 +217,7 @@ impl Task {
                     job = self.jobs.recv() => match job {
                         None => return,
                         Some(job) => {
+                            self.stats().offline_failures += 1;
                             let command = job.req.line;
                             let _ = job.reply.send(Err(AtError::Disconnected { command, why: why.clone() }));
                         }
