@@ -1,9 +1,11 @@
 //! Modem control for pitlink: AT transport and dialects, radio metrics, a simulated modem.
 //!
 //! Today: [`radio`] (the metrics types), [`at::parse`] (sans-IO parsers from AT response text
-//! to those types) and [`at::transport`] (a sans-IO core that frames lines, matches responses
-//! to commands and separates URCs, and a tokio shell that owns a serial port). The agent does
+//! to those types), [`at::transport`] (a sans-IO core that frames lines, matches responses
+//! to commands and separates URCs, and a tokio shell that owns a serial port) and [`modem`] (the
+//! [`modem::Modem`] trait and [`modem::AtModem`], its implementation over AT commands). The agent does
 //! not talk to modems yet; the `modem` key of a `[[links]]` table is accepted and ignored.
 
 pub mod at;
+pub mod modem;
 pub mod radio;
