@@ -22,15 +22,41 @@ fn pty() -> (OwnedFd, OwnedFd, std::path::PathBuf) {
     (p.master, p.slave, path)
 }
 
+/// Which fake modem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fake {
+    /// Quectel EC25 answering `AT+QNWLOCK=?` with the RG650V-NA capture.
+    QuectelLock,
+    /// Quectel EC25 answering `ERROR` to `AT+QNWLOCK=?`.
+    QuectelNoLock,
+    /// A 3GPP-only module.
+    Generic,
+}
+
 /// The answer of the fake modem to `cmd` (without echo). `servingcell` answers LTE, then NSA,
 /// then `+CME ERROR: 30` (coverage lost).
-fn answer(cmd: &str, qnwlock: bool, servingcell_calls: &mut u32) -> String {
+fn answer(cmd: &str, fake: Fake, servingcell_calls: &mut u32) -> String {
+    let qnwlock = fake == Fake::QuectelLock;
+    if fake == Fake::Generic {
+        // A 3GPP-only module: no Quectel commands at all.
+        let body = match cmd {
+            "ATI" => "SIMCOM INCORPORATED\r\nSIM7600E-H\r\nRevision: SIM7600M22_V2.0",
+            "AT+CGMM" => "SIMCOM_SIM7600E-H",
+            "AT+CGSN" => "867698041234567",
+            "AT+CEREG?" => "+CEREG: 2,1, 1F00, 79D903 ,7",
+            "AT+CESQ" => "+CESQ: 99,99,255,255,20,80",
+            "AT+CFUN=?" => "+CFUN: (0,1,4,6,7),(0,1)",
+            _ => return "\r\nERROR\r\n".into(),
+        };
+        return format!("\r\n{body}\r\n\r\nOK\r\n");
+    }
     let body = match cmd {
         "ATI" => "Quectel\r\nEC25\r\nRevision: EC25EFAR06A06M4G",
         "AT+CGMM" => "EC25",
         "AT+CGMR" => "EC25EFAR06A06M4G",
         "AT+CGSN" => "867698041234567",
         "AT+COPS?" => "+COPS: 0,0,\"T-Mobile Wholesale\",7",
+        "AT+QSPN" => "+QSPN: \"T-Mobile\",\"T-Mobile\",\"\",0,\"310260\"",
         "AT+CEREG?" => "+CEREG: 2,1,\"1F00\",\"079D903\",7",
         "AT+CFUN=?" => "+CFUN: (0,1,4),(0,1)",
         "AT+QNWLOCK=?" if qnwlock => {
@@ -70,7 +96,7 @@ fn answer(cmd: &str, qnwlock: bool, servingcell_calls: &mut u32) -> String {
 
 /// The fake modem: echo on; reports every command line it receives on `seen`; returns when the
 /// master side is closed.
-fn modem(master: OwnedFd, qnwlock: bool, seen: std_mpsc::Sender<String>) {
+fn modem(master: OwnedFd, fake: Fake, seen: std_mpsc::Sender<String>) {
     let mut port = File::from(master);
     let mut buf = [0u8; 256];
     let mut line = Vec::new();
@@ -88,7 +114,7 @@ fn modem(master: OwnedFd, qnwlock: bool, seen: std_mpsc::Sender<String>) {
             let cmd = String::from_utf8_lossy(&line).into_owned();
             line.clear();
             let _ = seen.send(cmd.clone());
-            let out = format!("{cmd}\r{}", answer(&cmd, qnwlock, &mut servingcell_calls));
+            let out = format!("{cmd}\r{}", answer(&cmd, fake, &mut servingcell_calls));
             if port.write_all(out.as_bytes()).is_err() {
                 return;
             }
@@ -103,10 +129,10 @@ struct Rig {
     fake: std::thread::JoinHandle<()>,
 }
 
-fn rig(qnwlock: bool) -> Rig {
+fn rig(fake: Fake) -> Rig {
     let (master, slave, path) = pty();
     let (tx, seen) = std_mpsc::channel();
-    let fake = std::thread::spawn(move || modem(master, qnwlock, tx));
+    let fake = std::thread::spawn(move || modem(master, fake, tx));
     let at = AtPort::spawn(PortConfig::new(path));
     Rig {
         modem: AtModem::new(at),
@@ -137,7 +163,7 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quectel_identity_cells_and_locks() {
-    let rig = rig(true);
+    let rig = rig(Fake::QuectelLock);
     let m = &rig.modem;
 
     let id = m.identity().await.expect("identity");
@@ -146,6 +172,7 @@ async fn quectel_identity_cells_and_locks() {
     assert_eq!(id.model.as_deref(), Some("EC25"));
     assert_eq!(id.firmware.as_deref(), Some("EC25EFAR06A06M4G"));
     assert_eq!(id.imei.as_deref(), Some("867698041234567"));
+    assert_eq!(id.sim_operator.as_deref(), Some("T-Mobile"));
     let op = id.operator.expect("operator");
     assert_eq!(
         (op.mode, op.name.as_deref(), op.act),
@@ -278,7 +305,7 @@ async fn quectel_identity_cells_and_locks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modem_without_qnwlock_answers_unsupported_without_retrying() {
-    let rig = rig(false);
+    let rig = rig(Fake::QuectelNoLock);
     let m = &rig.modem;
     let caps = m.capabilities().await.expect("capabilities");
     assert!(!caps.lte_lock && !caps.nr_lock, "{caps:?}");
@@ -332,5 +359,60 @@ async fn a_modem_without_qnwlock_answers_unsupported_without_retrying() {
         "one probe, no lock attempt: {sent:?}"
     );
     assert!(!sent.iter().any(|c| c == "AT+COPS=?"));
+    rig.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generic_modem_is_read_through_3gpp_commands_only() {
+    let rig = rig(Fake::Generic);
+    let m = &rig.modem;
+    let id = m.identity().await.expect("identity");
+    assert_eq!(id.dialect, Dialect::Generic);
+    assert_eq!(id.model.as_deref(), Some("SIMCOM_SIM7600E-H"));
+    assert_eq!(
+        id.firmware.as_deref(),
+        Some("SIM7600M22_V2.0"),
+        "from ATI when CGMR fails"
+    );
+    assert_eq!((id.sim_operator, id.operator), (None, None));
+
+    // The cell from +CEREG (unquoted, space-padded), the levels from +CESQ.
+    let s = m.serving_cell().await.expect("serving cell");
+    assert_eq!(s.rat.as_deref(), Some("LTE"));
+    assert_eq!((s.tac, s.cell_id), (Some(0x1F00), Some(0x79D903)));
+    assert_eq!((s.rsrp_dbm, s.rsrq_db), (Some(-61.0), Some(-10.0)));
+
+    let err = m.neighbours().await.expect_err("no neighbour command");
+    assert!(
+        matches!(
+            err,
+            ModemError::Unsupported {
+                feature: Feature::Neighbours,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let caps = m.capabilities().await.expect("capabilities");
+    assert!(!caps.lte_lock && !caps.nr_lock && caps.radio, "{caps:?}");
+    let err = m.lock_lte(1350, 195).await.expect_err("no lock");
+    assert!(
+        matches!(
+            err,
+            ModemError::Unsupported {
+                dialect: Dialect::Generic,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let sent = rig.sent();
+    assert!(
+        !sent
+            .iter()
+            .any(|c| c.starts_with("AT+Q") || c == "AT+COPS=?"),
+        "no Quectel command, no scan: {sent:?}"
+    );
     rig.finish();
 }

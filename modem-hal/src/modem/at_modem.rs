@@ -210,6 +210,12 @@ impl<H: AtChannel> Modem for AtModem<H> {
         let imei = optional(self.at.command("AT+CGSN", None).await)?
             .and_then(|r| plan::single_value(&r.lines, "+CGSN"))
             .filter(|s| plan::valid_imei(s));
+        let sim_operator = if ident.dialect == Dialect::Quectel {
+            optional(self.at.command("AT+QSPN", None).await)?
+                .and_then(|r| plan::qspn_operator(&r.lines))
+        } else {
+            None
+        };
         let operator = optional(self.at.command("AT+COPS?", None).await)?
             .and_then(|r| self.parse(&r).report.operator);
         let manufacturer = ident
@@ -225,6 +231,7 @@ impl<H: AtChannel> Modem for AtModem<H> {
             model: ident.model,
             firmware,
             imei,
+            sim_operator,
             operator,
         })
     }
@@ -338,5 +345,130 @@ impl<H: AtChannel> Modem for AtModem<H> {
         self.require(Feature::Radio).await?;
         let line = plan::radio_command(on).to_owned();
         self.send_all(&[line], plan::radio_outage(on)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// One scripted exchange: the line expected and the answer.
+    type Step = (String, Result<Vec<String>, AtError>);
+
+    /// A channel answering from a script, checking the order.
+    #[derive(Debug, Default)]
+    struct Script(Mutex<VecDeque<Step>>);
+
+    impl Script {
+        fn new(steps: &[(&str, Result<&[&str], AtError>)]) -> Self {
+            let steps = steps
+                .iter()
+                .map(|(l, r)| {
+                    let r = r
+                        .clone()
+                        .map(|lines| lines.iter().map(|s| s.to_string()).collect());
+                    (l.to_string(), r)
+                })
+                .collect();
+            Self(Mutex::new(steps))
+        }
+
+        fn left(&self) -> usize {
+            self.0.lock().expect("script lock").len()
+        }
+    }
+
+    impl AtChannel for Script {
+        fn command(
+            &self,
+            line: &str,
+            _timeout: Option<Duration>,
+        ) -> impl Future<Output = Result<Response, AtError>> + Send {
+            let next = self.0.lock().expect("script lock").pop_front();
+            let line = line.to_owned();
+            async move {
+                let (want, answer) = next.unwrap_or_else(|| panic!("unexpected {line}"));
+                assert_eq!(line, want, "command order");
+                answer.map(|lines| Response {
+                    command: line,
+                    lines,
+                })
+            }
+        }
+    }
+
+    const QUECTEL: &[&str] = &["Quectel", "RM520N-GL", "Revision: RM520NGLAAR03A03M4G"];
+
+    #[tokio::test]
+    async fn a_probe_that_times_out_is_not_cached_but_a_refusal_is() {
+        let timeout = AtError::Timeout {
+            command: "AT+QNWLOCK=?".into(),
+            after: Duration::from_secs(3),
+        };
+        let refused = AtError::Error {
+            command: "AT+QNWLOCK=?".into(),
+        };
+        let script = Script::new(&[
+            ("ATI", Ok(QUECTEL)),
+            ("AT+CGMM", Ok(&["RM520N-GL"])),
+            ("AT+QNWLOCK=?", Err(timeout)),
+            ("AT+QNWLOCK=?", Err(refused)),
+            ("AT+CFUN=?", Ok(&["+CFUN: (0,1,4),(0,1)"])),
+        ]);
+        let m = AtModem::new(script);
+        let err = m.capabilities().await.expect_err("timeout");
+        assert!(
+            matches!(err, ModemError::At(AtError::Timeout { .. })),
+            "{err}"
+        );
+        let caps = m.capabilities().await.expect("probed again");
+        assert!(!caps.lte_lock && !caps.nr_lock && caps.radio);
+        // Cached: no further probe (the script is empty), and no lock attempt either.
+        assert!(matches!(
+            m.lock_lte(1350, 195).await,
+            Err(ModemError::Unsupported {
+                feature: Feature::LteLock,
+                dialect: Dialect::Quectel
+            })
+        ));
+        assert_eq!(m.channel().left(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_service_and_parse_errors_are_typed() {
+        let script = Script::new(&[
+            ("ATI", Ok(QUECTEL)),
+            ("AT+CGMM", Ok(&["RM520N-GL"])),
+            (
+                "AT+QENG=\"servingcell\"",
+                Err(AtError::Cme {
+                    command: "AT+QENG=\"servingcell\"".into(),
+                    code: crate::at::transport::ErrorCode::Text("no network service".into()),
+                }),
+            ),
+            (
+                "AT+QENG=\"servingcell\"",
+                Ok(&["+QENG: \"servingcell\",\"NOCONN\",\"LTE\",\"FDD\",x"]),
+            ),
+            ("AT+CEREG?", Ok(&[])),
+        ]);
+        let m = AtModem::new(script);
+        let err = m.serving_cell().await.expect_err("no service");
+        assert!(matches!(err, ModemError::NoService { .. }), "{err}");
+        let err = m.serving_cell().await.expect_err("bad line");
+        assert!(
+            matches!(&err, ModemError::Parse { line, .. } if line.starts_with("+QENG")),
+            "{err}"
+        );
+        let err = m.registration().await.expect_err("empty answer");
+        assert_eq!(
+            err,
+            ModemError::Missing {
+                command: "AT+CEREG?".into(),
+                what: "registration"
+            }
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::radio::{NeighbourCell, Operator, Registration, ServingCell};
 pub use self::at_modem::{AtChannel, AtModem};
 pub use self::plan::Dialect;
 
-/// Who the modem is: `ATI`/`AT+CGMM`, `AT+CGMR`, `AT+CGSN`, `AT+COPS?`.
+/// Who the modem is: `ATI`/`AT+CGMM`, `AT+CGMR`, `AT+CGSN`, `AT+QSPN`, `AT+COPS?`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// The command dialect chosen from the model and manufacturer.
@@ -33,7 +33,10 @@ pub struct Identity {
     /// IMEI (`AT+CGSN`), 15 digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imei: Option<String>,
-    /// Current operator (`AT+COPS?`); absent when not registered.
+    /// The SIM's service provider (Quectel `AT+QSPN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sim_operator: Option<String>,
+    /// Current network operator (`AT+COPS?`); absent when not registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<Operator>,
 }

@@ -85,6 +85,41 @@ pub fn ati_revision(lines: &[String]) -> Option<String> {
     })
 }
 
+/// The SIM's service provider name from Quectel `+QSPN: <FNN>,<SNN>,<SPN>,<alphabet>,<RPLMN>`:
+/// the SPN, else the full network name; `None` when both are empty. Commas inside quotes are
+/// kept; the result is cut at 64 characters.
+pub fn qspn_operator(lines: &[String]) -> Option<String> {
+    let rest = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("+QSPN:"))?
+        .trim();
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in rest.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut cur)),
+            c => {
+                if cur.chars().count() < MAX_ID_LEN {
+                    cur.push(c);
+                }
+            }
+        }
+        if fields.len() > 3 {
+            break;
+        }
+    }
+    fields.push(cur);
+    let pick = |i: usize| {
+        fields
+            .get(i)
+            .map(|f| f.trim().to_owned())
+            .filter(|f| !f.is_empty())
+    };
+    pick(2).or_else(|| pick(0))
+}
+
 /// An IMEI is 14–16 digits (15 with the check digit, 16 for IMEISV); anything else is not one.
 pub fn valid_imei(s: &str) -> bool {
     (14..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
@@ -281,6 +316,19 @@ mod tests {
     }
 
     #[test]
+    fn qspn() {
+        let l = lines(&["+QSPN: \"CHN-UNICOM\",\"UNICOM\",\"Uni, Co\",0,\"46001\""]);
+        assert_eq!(qspn_operator(&l), Some("Uni, Co".into()));
+        let l = lines(&["+QSPN: \"T-Mobile\",\"T-Mobile\",\"\",0,\"310260\""]);
+        assert_eq!(qspn_operator(&l), Some("T-Mobile".into()));
+        assert_eq!(
+            qspn_operator(&lines(&["+QSPN: \"\",\"\",\"\",0,\"\""])),
+            None
+        );
+        assert_eq!(qspn_operator(&lines(&["+COPS: 0"])), None);
+    }
+
+    #[test]
     fn test_form_lists() {
         assert!(list_contains("(0,1,4),(0,1)", 4));
         assert!(!list_contains("(0,1),(0,1,4)", 4));
@@ -416,6 +464,7 @@ mod tests {
         fn identity_helpers_never_panic(s in proptest::collection::vec(".{0,80}", 0..4)) {
             let _ = single_value(&s, "+CGSN");
             let _ = ati_revision(&s);
+            let _ = qspn_operator(&s);
             let _ = detect_dialect(&s, s.first().map(String::as_str));
         }
     }
