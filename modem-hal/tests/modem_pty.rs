@@ -31,12 +31,38 @@ enum Fake {
     QuectelNoLock,
     /// A 3GPP-only module.
     Generic,
+    /// Sierra Wireless MC7455.
+    Sierra,
 }
 
 /// The answer of the fake modem to `cmd` (without echo). `servingcell` answers LTE, then NSA,
 /// then `+CME ERROR: 30` (coverage lost).
 fn answer(cmd: &str, fake: Fake, servingcell_calls: &mut u32) -> String {
     let qnwlock = fake == Fake::QuectelLock;
+    if fake == Fake::Sierra {
+        let body = match cmd {
+            "ATI" => {
+                "Manufacturer: Sierra Wireless, Incorporated\r\nModel: MC7455\r\nRevision: SWI9X30C_02.24.05.06"
+            }
+            "AT+CGMM" => "MC7455",
+            "AT+CFUN=?" => "+CFUN: (0,1,4),(0,1)",
+            "AT!GSTATUS?" => {
+                "!GSTATUS: \r\n\
+                 System mode:   LTE            PS state:    Attached\r\n\
+                 LTE band:      B66            LTE bw:      20 MHz\r\n\
+                 PCC RxM RSSI:  -87            PCC RxM RSRP:  -119\r\n\
+                 RSRQ (dB):     -11.6          Cell ID:     00a51b02 (10820354)\r\n\
+                 SINR (dB):     12.2"
+            }
+            "AT!LTEINFO?" => {
+                "!LTEINFO: \r\n\
+                 Serving:   EARFCN MCC MNC   TAC      CID Bd D U SNR PCI  RSRQ   RSRP   RSSI RXLV\r\n\
+                 \x20            800 310 410 35666 0A14666A  2 5 5  22 404 -14.1  -79.6  -45.5 --"
+            }
+            _ => return "\r\nERROR\r\n".into(),
+        };
+        return format!("\r\n{body}\r\n\r\nOK\r\n");
+    }
     if fake == Fake::Generic {
         // A 3GPP-only module: no Quectel commands at all.
         let body = match cmd {
@@ -413,6 +439,34 @@ async fn a_generic_modem_is_read_through_3gpp_commands_only() {
             .iter()
             .any(|c| c.starts_with("AT+Q") || c == "AT+COPS=?"),
         "no Quectel command, no scan: {sent:?}"
+    );
+    rig.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sierra_modem_is_read_through_its_own_commands() {
+    let rig = rig(Fake::Sierra);
+    let m = &rig.modem;
+    assert_eq!(m.dialect().await.expect("dialect"), Dialect::Sierra);
+    let s = m.serving_cell().await.expect("serving cell");
+    assert_eq!(s.rat.as_deref(), Some("LTE"));
+    assert_eq!((s.band, s.cell_id), (Some(66), Some(10_820_354)));
+    assert_eq!(
+        (s.rsrp_dbm, s.rsrq_db, s.sinr_db),
+        (Some(-119.0), Some(-11.6), Some(12.2))
+    );
+    let n = m.neighbours().await.expect("neighbours");
+    assert!(
+        n.is_empty(),
+        "the serving table alone lists no neighbour: {n:?}"
+    );
+    let caps = m.capabilities().await.expect("capabilities");
+    assert!(!caps.lte_lock && caps.neighbours && caps.radio, "{caps:?}");
+    let sent = rig.sent();
+    assert_eq!(
+        sent,
+        ["ATI", "AT+CGMM", "AT!GSTATUS?", "AT!LTEINFO?", "AT+CFUN=?"],
+        "no QNWLOCK probe on a Sierra modem"
     );
     rig.finish();
 }

@@ -52,6 +52,8 @@ pub struct Capabilities {
     pub reselect: bool,
     /// Switch the radio off and on (`AT+CFUN=4` / `AT+CFUN=1`).
     pub radio: bool,
+    /// List neighbour cells (Quectel `AT+QENG="neighbourcell"`, Sierra `AT!LTEINFO?`).
+    pub neighbours: bool,
 }
 
 impl Capabilities {
@@ -63,7 +65,7 @@ impl Capabilities {
             Feature::ReleaseLock => self.lte_lock || self.nr_lock,
             Feature::Reselect => self.reselect,
             Feature::Radio => self.radio,
-            Feature::Neighbours => true,
+            Feature::Neighbours => self.neighbours,
         }
     }
 }

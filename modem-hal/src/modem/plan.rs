@@ -179,6 +179,7 @@ pub fn capabilities(dialect: Dialect, probes: &Probes) -> Capabilities {
         nr_lock: has("common/5g"),
         reselect: rf_off,
         radio: rf_off,
+        neighbours: dialect != Dialect::Generic,
     }
 }
 
@@ -355,7 +356,8 @@ mod tests {
                 lte_lock: true,
                 nr_lock: true,
                 reselect: true,
-                radio: true
+                radio: true,
+                neighbours: true
             }
         );
         // Only 4G listed.
@@ -383,7 +385,8 @@ mod tests {
         assert_eq!(release_commands(&c), Vec::<String>::new());
         // A QNWLOCK answer on a non-Quectel dialect is ignored.
         let c = capabilities(Dialect::Generic, &probes);
-        assert!(!c.lte_lock && !c.nr_lock);
+        assert!(!c.lte_lock && !c.nr_lock && !c.neighbours);
+        assert!(capabilities(Dialect::Sierra, &probes).neighbours);
         // CFUN without level 4, or CFUN=? refused.
         let c = capabilities(
             Dialect::Quectel,
