@@ -291,6 +291,12 @@ pub struct SampleLine {
 
 /// Reads every sample line (event lines are skipped) of a receiver's output.
 pub fn read_samples(path: &Path) -> Result<Vec<SampleLine>> {
+    read_data_lines(path)
+}
+
+/// Reads every data line (value or frame; `"event"` lines are skipped) of a receiver's JSONL
+/// output as `T`.
+pub fn read_data_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
     let mut out = Vec::new();
     for line in std::io::BufReader::new(f).lines() {

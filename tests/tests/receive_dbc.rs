@@ -407,18 +407,8 @@ struct RxFrame {
 }
 
 fn read_rx_frames(path: &Path) -> Result<Vec<RxFrame>> {
-    let f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
-    let mut out = Vec::new();
-    for line in std::io::BufReader::new(f).lines() {
-        let line = line?;
-        let v: serde_json::Value = serde_json::from_str(&line).with_context(|| line.clone())?;
-        if v.get("event").is_some() {
-            continue;
-        }
-        ensure!(v.get("id").is_some(), "a line that is not a frame: {line}");
-        out.push(serde_json::from_value(v).with_context(|| line.clone())?);
-    }
-    Ok(out)
+    // Every data line of this receiver is a frame (RxFrame requires `id`).
+    read_data_lines(path)
 }
 
 /// Starts `pitlink receive --dbc can0=DBC` writing `output` (`--out FILE` or `--csv DIR`).
