@@ -9,3 +9,4 @@
 pub mod at;
 pub mod modem;
 pub mod radio;
+pub mod sim;

@@ -1,0 +1,8 @@
+//! The simulated world: what a modem on a car would hear ([`env`]), a track scenario that
+//! derives it from the car's position ([`scenario`], [`world`]), and a simulated Quectel modem
+//! that answers AT commands on a PTY from it ([`modem`]).
+
+pub mod env;
+pub mod modem;
+pub mod scenario;
+pub mod world;

@@ -1,0 +1,1 @@
+//! The simulated Quectel modem (in progress).

@@ -1,0 +1,1 @@
+//! Track scenario file (in progress).

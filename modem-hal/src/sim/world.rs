@@ -1,0 +1,1 @@
+//! The world derived from a scenario (in progress).
