@@ -66,6 +66,9 @@ pub enum Command {
 
 /// `pitlink modem ...`
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Live modem of a link: pitlink modem <LINK> info|cells|lock|release|reselect [--json] (see pitlink modem <LINK> --help)"
+)]
 pub enum ModemCmd {
     /// Parse AT response text on stdin (as a modem or `mmcli --command` prints it) and print the
     /// radio metrics it holds; lines not understood are listed (exit status 0 all the same).
@@ -76,6 +79,64 @@ pub enum ModemCmd {
         /// LTE `+QENG` SINR is raw 1/5 dB (dB = raw/5 - 20) on this firmware, not dB.
         #[arg(long)]
         qeng_sinr_fifths: bool,
+    },
+    /// `<LINK> info|cells|lock|release|reselect`: ask or command the modem of a configured link.
+    #[command(external_subcommand)]
+    Link(Vec<String>),
+}
+
+/// Ask or command the modem of a configured link (`pitlink modem <LINK> ...`).
+#[derive(Debug, Parser)]
+#[command(name = "pitlink modem", no_binary_name = true)]
+pub struct LinkModemArgs {
+    /// The link's name in the [[links]] tables of the configuration.
+    pub link: String,
+    #[command(subcommand)]
+    pub action: LinkModemAction,
+}
+
+/// What to do with a link's modem.
+#[derive(Debug, Subcommand)]
+pub enum LinkModemAction {
+    /// Model, firmware, IMEI, SIM, registration and what the modem can be commanded to do.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serving cell with RSRP/RSRQ/SINR, and the neighbour cells.
+    Cells {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lock to one cell: LTE with --earfcn and --pci; NR with --pci, --arfcn, --scs, --band.
+    Lock {
+        /// LTE downlink EARFCN.
+        #[arg(long, conflicts_with = "arfcn")]
+        earfcn: Option<u32>,
+        /// Physical cell id.
+        #[arg(long)]
+        pci: u16,
+        /// NR-ARFCN (NR lock).
+        #[arg(long, requires_all = ["scs", "band"])]
+        arfcn: Option<u32>,
+        /// NR subcarrier spacing in kHz: 15, 30, 60 or 120.
+        #[arg(long)]
+        scs: Option<u16>,
+        /// NR band (e.g. 41 for n41).
+        #[arg(long)]
+        band: Option<u16>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release every cell lock (the modem selects cells on its own again).
+    Release {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Force a fresh cell selection (RF off and on: a re-attach outage).
+    Reselect {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -581,6 +642,60 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     println!("unparsed: line {}: {} ({})", u.line, u.text, u.error);
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Modem(ModemCmd::Link(args)) => {
+            use crate::diag::modem::Action;
+            let args = match LinkModemArgs::try_parse_from(&args) {
+                Ok(a) => a,
+                Err(e) => e.exit(),
+            };
+            let (action, json) = match args.action {
+                LinkModemAction::Info { json } => (Action::Info, json),
+                LinkModemAction::Cells { json } => (Action::Cells, json),
+                LinkModemAction::Release { json } => (Action::Release, json),
+                LinkModemAction::Reselect { json } => (Action::Reselect, json),
+                LinkModemAction::Lock {
+                    earfcn,
+                    pci,
+                    arfcn,
+                    scs,
+                    band,
+                    json,
+                } => match (earfcn, arfcn, scs, band) {
+                    (Some(earfcn), None, _, _) => (Action::LockLte { earfcn, pci }, json),
+                    (None, Some(arfcn), Some(scs_khz), Some(band)) => (
+                        Action::LockNr {
+                            pci,
+                            arfcn,
+                            scs_khz,
+                            band,
+                        },
+                        json,
+                    ),
+                    _ => anyhow::bail!(
+                        "lock needs --earfcn and --pci (LTE), or --pci, --arfcn, --scs and --band (NR)"
+                    ),
+                },
+            };
+            let cfg = match load_config(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let Some(link) = cfg.links.iter().find(|l| l.name == args.link) else {
+                anyhow::bail!(
+                    "no link '{}' in {}; the links are: {}",
+                    args.link,
+                    cli.config.display(),
+                    cfg.links
+                        .iter()
+                        .map(|l| l.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            let out = runtime()?.block_on(crate::diag::modem::run(link, &action, json))?;
+            print!("{out}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {

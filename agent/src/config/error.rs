@@ -90,7 +90,8 @@ fn table_at(text: &str, at: usize) -> String {
 
 /// Turns serde's "`a`, `b`" lists into "a, b".
 fn unquote_list(s: &str) -> String {
-    s.split(',')
+    s.replace("` or `", "`, `")
+        .split(',')
         .map(|p| p.trim().trim_matches('`').to_string())
         .collect::<Vec<_>>()
         .join(", ")

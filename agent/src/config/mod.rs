@@ -144,8 +144,25 @@ pub struct LinkConfig {
     pub name: String,
     /// Network interface the link's socket is bound to (SO_BINDTODEVICE). Unset: default route.
     pub interface: Option<String>,
-    /// Serial AT control port of the link's modem (read by modem-hal; not used by the uplink yet).
+    /// Serial AT control port of the link's modem (AT backend).
     pub modem: Option<PathBuf>,
+    /// The link's modem is owned by ModemManager: `"first"`, the index N of
+    /// `/org/freedesktop/ModemManager1/Modem/N`, or the modem's IMEI.
+    pub modemmanager: Option<String>,
+    /// How the modem's firmware reports LTE SINR in `AT+QENG="servingcell"` (AT backend).
+    #[serde(default)]
+    pub modem_sinr: SinrUnit,
+}
+
+/// Unit of the LTE SINR field of `AT+QENG="servingcell"` (it differs between firmwares).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinrUnit {
+    /// Already dB.
+    #[default]
+    Db,
+    /// Raw 1/5 dB steps: dB = raw / 5 − 20.
+    Fifths,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -674,6 +691,25 @@ impl Config {
                 return Err((
                     vec![K("links"), I(i), K("name")],
                     format!("link name '{}' is used twice; names must be unique", l.name),
+                ));
+            }
+            if l.modem.is_some() && l.modemmanager.is_some() {
+                return Err((
+                    vec![K("links"), I(i), K("modemmanager")],
+                    format!(
+                        "link '{}' sets both modem (AT port) and modemmanager; a modem is driven by one backend, remove one",
+                        l.name
+                    ),
+                ));
+            }
+            if let Some(mm) = &l.modemmanager
+                && (mm.is_empty() || !(mm == "first" || mm.bytes().all(|b| b.is_ascii_digit())))
+            {
+                return Err((
+                    vec![K("links"), I(i), K("modemmanager")],
+                    format!(
+                        "modemmanager = '{mm}' must be \"first\", a modem index (0, 1, ...) or an IMEI (digits)"
+                    ),
                 ));
             }
         }

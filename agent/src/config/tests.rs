@@ -74,7 +74,7 @@ fn unknown_key_in_array_table() {
     assert_eq!((e.line, e.column), (16, 1), "{e}");
     assert!(
         e.message.starts_with(
-            "unknown key 'iface' in [[links]]; expected one of: name, interface, modem"
+            "unknown key 'iface' in [[links]]; expected one of: name, interface, modem, modemmanager, modem_sinr"
         ),
         "{e}"
     );
@@ -338,4 +338,31 @@ fn source_requirements_are_checked() {
         let e = located(&text);
         assert!(e.message.contains(want), "{body}: {e}");
     }
+}
+
+#[test]
+fn modem_backends_are_exclusive_and_checked() {
+    let both = format!(
+        "{GOOD}\n[[links]]\nname = \"m\"\nmodem = \"/dev/ttyUSB2\"\nmodemmanager = \"first\"\n"
+    );
+    let e = located(&both);
+    assert!(e.message.contains("one backend"), "{e}");
+    assert_eq!(
+        both.lines().nth(e.line - 1),
+        Some("modemmanager = \"first\"")
+    );
+    let bad = format!("{GOOD}\n[[links]]\nname = \"m\"\nmodemmanager = \"modem0\"\n");
+    assert!(located(&bad).message.contains("IMEI"));
+    let ok = format!(
+        "{GOOD}\n[[links]]\nname = \"m\"\nmodemmanager = \"861234567890123\"\n[[links]]\nname = \"n\"\nmodem = \"/dev/ttyUSB2\"\nmodem_sinr = \"fifths\"\n"
+    );
+    let cfg = parse(&ok).expect("valid");
+    let n = cfg.links.iter().find(|l| l.name == "n").expect("link n");
+    assert_eq!(n.modem_sinr, SinrUnit::Fifths);
+    let bad = ok.replace("\"fifths\"", "\"tenths\"");
+    assert!(
+        located(&bad).message.contains("db, fifths"),
+        "{}",
+        located(&bad)
+    );
 }

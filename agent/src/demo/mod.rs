@@ -97,6 +97,8 @@ pub fn demo_config(dir: &Path, broker_socket: &Path) -> Config {
                 name: (*n).into(),
                 interface: None,
                 modem: None,
+                modemmanager: None,
+                modem_sinr: Default::default(),
             })
             .collect(),
         sources: vec![

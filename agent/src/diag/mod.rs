@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub mod modem;
 mod render;
 pub use render::render;
 
