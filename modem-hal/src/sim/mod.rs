@@ -3,6 +3,7 @@
 //! that answers AT commands on a PTY from it ([`modem`]).
 
 pub mod env;
+pub mod link;
 pub mod modem;
 pub mod scenario;
 pub mod world;
