@@ -537,3 +537,100 @@ impl std::fmt::Display for RadioReport {
         Ok(())
     }
 }
+
+/// Link quality band of a cell's metrics (RADIO.md §1.4), worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Band {
+    /// Below every usable threshold: fail over pre-emptively.
+    Unusable,
+    /// Poor: duplicate critical data elsewhere.
+    Poor,
+    /// Fair.
+    Fair,
+    /// Good.
+    Good,
+    /// Excellent.
+    Excellent,
+}
+
+impl Band {
+    /// Lower bounds of Excellent, Good, Fair and Poor for one metric; below the last: Unusable.
+    fn of(value: f64, bounds: [f64; 4]) -> Band {
+        match bounds.iter().position(|b| value >= *b) {
+            Some(0) => Band::Excellent,
+            Some(1) => Band::Good,
+            Some(2) => Band::Fair,
+            Some(3) => Band::Poor,
+            _ => Band::Unusable,
+        }
+    }
+
+    /// The band of LTE metrics: the worst band among the known ones (SINR predicts throughput,
+    /// RSRP guards coverage, RSRQ load and interference); `None` when none is known.
+    pub fn lte(rsrp_dbm: Option<f64>, rsrq_db: Option<f64>, sinr_db: Option<f64>) -> Option<Band> {
+        [
+            rsrp_dbm.map(|v| Band::of(v, [-85.0, -95.0, -105.0, -115.0])),
+            rsrq_db.map(|v| Band::of(v, [-10.0, -13.0, -16.0, -19.0])),
+            sinr_db.map(|v| Band::of(v, [13.0, 5.0, 0.0, -3.0])),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The band of NR metrics (SS-RSRP, SS-SINR), as [`Band::lte`].
+    pub fn nr(rsrp_dbm: Option<f64>, sinr_db: Option<f64>) -> Option<Band> {
+        [
+            rsrp_dbm.map(|v| Band::of(v, [-80.0, -90.0, -100.0, -110.0])),
+            sinr_db.map(|v| Band::of(v, [15.0, 5.0, 0.0, -5.0])),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The band of a serving cell: NR metrics for NR5G-SA, LTE otherwise (the anchor of NSA).
+    pub fn of_serving(cell: &ServingCell) -> Option<Band> {
+        if cell.rat.as_deref() == Some("NR5G-SA") {
+            Band::nr(cell.rsrp_dbm, cell.sinr_db)
+        } else {
+            Band::lte(cell.rsrp_dbm, cell.rsrq_db, cell.sinr_db)
+        }
+    }
+}
+
+#[cfg(test)]
+mod band_tests {
+    use super::Band;
+
+    #[test]
+    fn lte_bands_follow_the_radio_reference_table() {
+        let rsrp = |v| Band::lte(Some(v), None, None);
+        assert_eq!(rsrp(-80.0), Some(Band::Excellent));
+        assert_eq!(rsrp(-85.0), Some(Band::Excellent));
+        assert_eq!(rsrp(-90.0), Some(Band::Good));
+        assert_eq!(rsrp(-100.0), Some(Band::Fair));
+        assert_eq!(rsrp(-110.0), Some(Band::Poor));
+        assert_eq!(rsrp(-115.1), Some(Band::Unusable));
+        let sinr = |v| Band::lte(None, None, Some(v));
+        assert_eq!(sinr(20.0), Some(Band::Excellent));
+        assert_eq!(sinr(8.0), Some(Band::Good));
+        assert_eq!(sinr(2.0), Some(Band::Fair));
+        assert_eq!(sinr(-1.0), Some(Band::Poor));
+        assert_eq!(sinr(-4.0), Some(Band::Unusable));
+        assert_eq!(Band::lte(None, Some(-17.0), None), Some(Band::Poor));
+        assert_eq!(Band::lte(None, None, None), None);
+    }
+
+    #[test]
+    fn the_worst_metric_decides() {
+        assert_eq!(
+            Band::lte(Some(-80.0), Some(-9.0), Some(-2.0)),
+            Some(Band::Poor)
+        );
+        assert_eq!(Band::nr(Some(-85.0), Some(30.0)), Some(Band::Good));
+        assert_eq!(Band::nr(Some(-120.0), Some(30.0)), Some(Band::Unusable));
+        assert!(Band::Unusable < Band::Poor && Band::Good < Band::Excellent);
+    }
+}
