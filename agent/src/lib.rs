@@ -19,6 +19,7 @@ pub mod mqtt;
 pub mod queue;
 pub mod ranges;
 pub mod receive;
+pub mod towers;
 
 /// Microseconds since the Unix epoch, from the system clock. Only the async shells call this;
 /// the sans-IO cores take `now` as an argument.
