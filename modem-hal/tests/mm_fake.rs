@@ -118,6 +118,7 @@ struct State {
     location_3gpp: String,
     fail_register: bool,
     fail_cell_info: bool,
+    fail_signal_setup: bool,
     /// Every method call and property read, in order ("Modem.Enable(false)", "get Modem.Model").
     calls: Vec<String>,
 }
@@ -214,6 +215,7 @@ impl State {
             location_3gpp: "222,88,0,4CAA71F,77B8".into(),
             fail_register: false,
             fail_cell_info: false,
+            fail_signal_setup: false,
             calls: Vec::new(),
         }
     }
@@ -345,9 +347,14 @@ struct FakeSignal(Shared);
 
 #[interface(name = "org.freedesktop.ModemManager1.Modem.Signal")]
 impl FakeSignal {
-    fn setup(&self, rate: u32) {
+    fn setup(&self, rate: u32) -> Result<(), CoreError> {
         record(&self.0, format!("Signal.Setup({rate})"));
-        lock(&self.0).signal_rate = rate;
+        let mut s = lock(&self.0);
+        if s.fail_signal_setup {
+            return Err(CoreError::WrongState("modem not enabled".into()));
+        }
+        s.signal_rate = rate;
+        Ok(())
     }
 
     #[zbus(property, name = "Rate")]
@@ -738,6 +745,28 @@ async fn without_signal_the_cell_info_values_stand_alone() {
     assert!(
         calls(&t.state).iter().all(|c| !c.contains("Signal")),
         "no Signal call on a modem without the interface"
+    );
+}
+
+#[tokio::test]
+async fn failed_signal_setup_degrades_and_is_retried() {
+    let mut state = State::ec25();
+    state.fail_signal_setup = true;
+    let t = setup_with(state, Shape { signal: true }, MmConfig::default()).await;
+    let s = t.modem.serving_cell().await.expect("serving cell");
+    assert_eq!(s.rsrp_dbm, Some(-84.0), "cell info values");
+    assert_eq!(s.sinr_db, None);
+    assert!(!calls(&t.state).iter().any(|c| c == "get Signal.Lte"));
+
+    lock(&t.state).fail_signal_setup = false;
+    let s = t.modem.serving_cell().await.expect("serving cell");
+    assert_eq!(s.sinr_db, Some(21.0), "Signal read once setup succeeded");
+    assert_eq!(count(&t.state, "Signal.Setup(1)"), 2);
+    let _ = t.modem.serving_cell().await.expect("serving cell");
+    assert_eq!(
+        count(&t.state, "Signal.Setup(1)"),
+        2,
+        "not repeated after success"
     );
 }
 
