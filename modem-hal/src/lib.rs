@@ -7,6 +7,8 @@
 //! not talk to modems yet; the `modem` key of a `[[links]]` table is accepted and ignored.
 
 pub mod at;
+#[cfg(feature = "modemmanager")]
+pub mod mm;
 pub mod modem;
 pub mod radio;
 pub mod sim;

@@ -249,7 +249,8 @@ impl<H: AtChannel> Modem for AtModem<H> {
         let cmd = match self.ident().await?.dialect {
             Dialect::Quectel => "AT+QENG=\"servingcell\"",
             Dialect::Sierra => "AT!GSTATUS?",
-            Dialect::Generic => {
+            // `ModemManager` is never detected over AT; treated as 27.007 only.
+            Dialect::Generic | Dialect::ModemManager => {
                 // 27.007 only: the cell from +CEREG, the levels from +CESQ.
                 let reg = self.registration().await?;
                 let cmd = "AT+CESQ";
@@ -289,7 +290,7 @@ impl<H: AtChannel> Modem for AtModem<H> {
         let cmd = match dialect {
             Dialect::Quectel => "AT+QENG=\"neighbourcell\"",
             Dialect::Sierra => "AT!LTEINFO?",
-            Dialect::Generic => {
+            Dialect::Generic | Dialect::ModemManager => {
                 return Err(ModemError::Unsupported {
                     feature: Feature::Neighbours,
                     dialect,

@@ -168,6 +168,25 @@ pub enum ModemError {
         /// What is missing.
         what: &'static str,
     },
+    /// A D-Bus call failed (ModemManager backend): the error name as sent on the bus (or
+    /// `(local)` for a failure before or without a reply) and its message.
+    #[error("D-Bus {call}: {name}: {message}")]
+    Dbus {
+        /// The call, e.g. `Modem3gpp.Register`.
+        call: String,
+        /// The D-Bus error name, e.g. `org.freedesktop.ModemManager1.Error.Core.Unsupported`.
+        name: String,
+        /// The error message.
+        message: String,
+    },
+    /// No modem matches the selection (ModemManager backend).
+    #[error("no modem {wanted} (found: {found})")]
+    NoModem {
+        /// What was asked for, e.g. `index 3` or `IMEI 867...`.
+        wanted: String,
+        /// The modems present, e.g. `/org/freedesktop/ModemManager1/Modem/0`, or `none`.
+        found: String,
+    },
     /// An argument out of range; nothing was sent.
     #[error("invalid argument {name} = {value}: {why}")]
     InvalidArgument {

@@ -26,6 +26,9 @@ pub enum Dialect {
     /// 3GPP 27.007 only.
     #[default]
     Generic,
+    /// Not spoken over AT: the modem is driven through ModemManager's D-Bus API
+    /// ([`crate::mm::MmModem`]); never detected from `ATI` text.
+    ModemManager,
 }
 
 /// Quectel model prefixes (EC2x, EG2x, EP06, EM0x/EM1x, BG9x, RM5xx, RG5xx/RG6xx).
