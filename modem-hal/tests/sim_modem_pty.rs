@@ -68,9 +68,14 @@ struct Rig {
 }
 
 fn rig(cfg: SimConfig, env: Arc<dyn RadioEnv>) -> Rig {
+    rig_at(cfg, env, 1.0)
+}
+
+/// A simulated modem whose world runs `speed` times faster than real time, and the driver.
+fn rig_at(cfg: SimConfig, env: Arc<dyn RadioEnv>, speed: f64) -> Rig {
     let dir = tempfile::tempdir().expect("tempdir");
     let sim =
-        SimModem::spawn(cfg, env, 0, SimClock::new(1.0), dir.path()).expect("simulated modem");
+        SimModem::spawn(cfg, env, 0, SimClock::new(speed), dir.path()).expect("simulated modem");
     assert!(sim.path().starts_with(dir.path()));
     let mut pc = PortConfig::new(sim.path());
     pc.reopen_min = Duration::from_millis(20);
@@ -360,4 +365,22 @@ async fn no_coverage_is_no_service() {
     );
     assert!(!r.sim.status().attached);
     assert_eq!(r.sim.counters().scans, 0);
+}
+
+#[tokio::test]
+async fn a_faster_world_clock_moves_the_script_and_the_outages() {
+    // Sixty world seconds on A, then only B: at 20x this is three real seconds.
+    let e = env(vec![
+        (0, vec![cell(10, 1500, -80.0, 20.0)]),
+        (60_000, vec![cell(20, 1350, -90.0, 12.0)]),
+    ]);
+    let cfg = SimConfig {
+        reattach_outage: Duration::from_secs(4),
+        reselect_gap: Duration::from_secs(1),
+        ..quick(Profile::Ec25)
+    };
+    let r = rig_at(cfg, e, 20.0);
+    serving_until(&r.modem, "A", |s| s.pci == Some(10)).await;
+    serving_until(&r.modem, "B after the world minute", |s| s.pci == Some(20)).await;
+    assert!(r.sim.clock().now() >= Duration::from_secs(60));
 }

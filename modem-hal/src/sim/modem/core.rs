@@ -457,8 +457,13 @@ impl SimCore {
         let serving = self.serving(now, env);
         let reg = self.reg(serving.as_ref());
         if self.last_reg != Some(reg) {
-            if self.cereg_n >= 1 && self.last_reg.is_some() {
-                self.push_urc(format!("+CEREG: {}", reg_fields(reg, self.cereg_n)));
+            if self.last_reg.is_some() {
+                if self.cereg_n >= 1 {
+                    self.push_urc(format!("+CEREG: {}", reg_fields(reg, self.cereg_n)));
+                }
+                if self.creg_n >= 1 {
+                    self.push_urc(format!("+CREG: {}", reg_fields(reg, self.creg_n)));
+                }
             }
             self.last_reg = Some(reg);
         }
@@ -1351,6 +1356,7 @@ mod tests {
         )]);
         let mut m = SimCore::new(fast(Profile::Rm520n), 0);
         ask(&mut m, &e, "AT+CEREG=2", 0);
+        ask(&mut m, &e, "AT+CREG=1", 0);
         run_to(&mut m, &e, 0, 100);
         let caps = parse("AT+QNWLOCK=?", &ask(&mut m, &e, "AT+QNWLOCK=?", 100));
         assert!(
@@ -1373,6 +1379,8 @@ mod tests {
         assert_eq!(ask(&mut m, &e, "AT+CEREG?", 150)[0], "+CEREG: 2,2");
         let urcs = run_to(&mut m, &e, 150, 400);
         assert!(urcs.contains("+CEREG: 2\r\n"), "{urcs:?}");
+        assert!(urcs.contains("\r\n+CREG: 2\r\n"), "{urcs:?}");
+        assert!(urcs.contains("\r\n+CREG: 1\r\n"), "{urcs:?}");
         assert!(
             urcs.contains("+CEREG: 1,\"77B8\",\"4CAA702\",7"),
             "{urcs:?}"
@@ -1483,6 +1491,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn splitter_is_bounded_and_loses_no_line(chunks in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..700), 0..8)) {
+            let mut split = LineSplitter::default();
+            let mut lines = 0;
+            for c in &chunks {
+                for l in split.feed(c) {
+                    // Lossy UTF-8 may triple a byte; the cut adds one character.
+                    prop_assert!(l.len() <= MAX_LINE * 3 + '…'.len_utf8());
+                    prop_assert!(!l.is_empty());
+                    lines += 1;
+                }
+                prop_assert!(split.buf.len() <= MAX_LINE);
+            }
+            let ends = chunks.concat().iter().filter(|b| **b == b'\r' || **b == b'\n').count();
+            prop_assert!(lines <= ends);
+        }
+
         #[test]
         fn no_line_panics(lines in proptest::collection::vec(
             prop_oneof![

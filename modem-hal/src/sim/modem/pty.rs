@@ -381,3 +381,22 @@ impl Task {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_runs_at_its_speed() {
+        let c = SimClock::new(10.0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(c.now(), Duration::from_secs(20));
+        assert_eq!(c.real(Duration::from_secs(5)), Duration::from_millis(500));
+        let odd = SimClock::new(f64::NAN);
+        assert_eq!(odd.real(Duration::from_secs(1)), Duration::from_secs(1));
+        assert_eq!(
+            SimClock::new(0.0).real(Duration::from_millis(1)),
+            Duration::from_secs(1)
+        );
+    }
+}
