@@ -139,7 +139,7 @@ pub struct SimCounters {
     pub locks: u64,
 }
 
-/// Longest command line kept; longer lines are answered `ERROR`.
+/// Longest command line kept; the rest of a longer line is dropped.
 const MAX_LINE: usize = 512;
 /// Most URCs queued between two ticks; older ones are dropped.
 const MAX_URCS: usize = 64;
@@ -153,7 +153,7 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     /// The complete lines in `bytes` (empty lines dropped). An overlong line comes out as
-    /// its first [`MAX_LINE`] bytes followed by `…` so that it is answered `ERROR`.
+    /// its first [`MAX_LINE`] bytes followed by `…`, which no command matches.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
         let mut out = Vec::new();
         for &b in bytes {
@@ -539,11 +539,8 @@ impl SimCore {
         self.counters.commands += 1;
         self.update(now, env);
         if self.boot_until.is_some() {
-            // Booting: nothing answers yet.
-            return Reply {
-                echo,
-                ..Reply::default()
-            };
+            // Booting: nothing reads the line yet, not even for an echo.
+            return Reply::default();
         }
         let (answer, latency) = match self.next_fault.take() {
             Some(NextFault::Swallow) => {
@@ -602,6 +599,7 @@ impl SimCore {
         let ok = |lines: Vec<String>, t| (Answer::Ok(lines), t);
         match upper.as_str() {
             "" => ok(vec![], ms(5)),
+            "Z" | "Z0" | "&F" | "&F0" => ok(vec![], ms(10)),
             "E0" | "E1" | "E" => {
                 self.echo = upper == "E1";
                 ok(vec![], ms(5))
@@ -1423,7 +1421,7 @@ mod tests {
         assert!(m.status(ms(1300), &e).attached);
         // Reset: silent until RDY.
         assert_eq!(ask(&mut m, &e, "AT+CFUN=1,1", 1300), ["OK"]);
-        assert!(m.command("AT", ms(2000), &e).bytes.is_empty());
+        assert_eq!(m.command("AT", ms(2000), &e), Reply::default());
         let urcs = run_to(&mut m, &e, 2000, 9400);
         assert!(urcs.contains("\r\nRDY\r\n\r\n+CPIN: READY\r\n"), "{urcs:?}");
         assert_eq!(ask(&mut m, &e, "AT", 9400), ["OK"]);
