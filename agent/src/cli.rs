@@ -80,6 +80,37 @@ pub enum ModemCmd {
         #[arg(long)]
         qeng_sinr_fifths: bool,
     },
+    /// Run simulated Quectel modems on PTYs following a track scenario (no hardware needed);
+    /// prints their paths and a [[links]] snippet, runs until Ctrl-C.
+    Sim {
+        /// Scenario file (docs/scenario.md); default: the shipped ring.
+        #[arg(long, value_name = "FILE")]
+        scenario: Option<PathBuf>,
+        /// Directory for the modem links modem0, modem1, ... (default: a new temporary one).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// World speed (1 = real time).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Module simulated: rm520n (cell lock) or ec25 (no cell lock).
+        #[arg(long, default_value = "rm520n", value_parser = ["rm520n", "ec25"])]
+        profile: String,
+        /// Outage after a lock, a release or a forced reselection (2-10 s on real modems).
+        #[arg(long, default_value = "4s", value_parser = parse_duration)]
+        reattach: Duration,
+        /// Factor on the modems' command latencies.
+        #[arg(long, default_value_t = 1.0)]
+        latency_scale: f64,
+        /// Also start one emulated link per modem in front of this broker (HOST:PORT).
+        #[arg(long, value_name = "ADDR")]
+        broker: Option<std::net::SocketAddr>,
+        /// Stop after this long.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Print the modems as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
     /// `<LINK> info|cells|lock|release|reselect`: ask or command the modem of a configured link.
     #[command(external_subcommand)]
     Link(Vec<String>),
@@ -642,6 +673,47 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     println!("unparsed: line {}: {} ({})", u.line, u.text, u.error);
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Modem(ModemCmd::Sim {
+            scenario,
+            dir,
+            speed,
+            profile,
+            reattach,
+            latency_scale,
+            broker,
+            duration,
+            json,
+        }) => {
+            init_logging("warn");
+            let tmp;
+            let dir = match dir {
+                Some(d) => d,
+                None => {
+                    tmp = tempfile::Builder::new()
+                        .prefix("pitlink-modems-")
+                        .tempdir()
+                        .context("cannot create a temporary directory")?;
+                    tmp.path().to_path_buf()
+                }
+            };
+            let opts = crate::demo::modems::SimOptions {
+                scenario,
+                dir,
+                speed,
+                profile: if profile == "ec25" {
+                    modem_hal::sim::modem::Profile::Ec25
+                } else {
+                    modem_hal::sim::modem::Profile::Rm520n
+                },
+                reattach,
+                latency_scale,
+                broker,
+                duration,
+                json,
+            };
+            runtime()?.block_on(crate::demo::modems::run(opts, wait_for_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Modem(ModemCmd::Link(args)) => {

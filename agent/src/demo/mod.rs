@@ -7,6 +7,7 @@
 //! written nor reported evicted.
 
 pub mod broker;
+pub mod modems;
 
 use crate::config::{
     BatchConfig, BrokerConfig, Config, DiagConfig, LinkConfig, QueueConfig, SourceConfig,

@@ -143,12 +143,19 @@ async fn ask_modemmanager(
     action: &Action,
     json: bool,
 ) -> Result<String> {
-    let conn = zbus::Connection::system()
-        .await
-        .context("cannot reach the system D-Bus (is dbus running?)")?;
-    let modem = modem_hal::mm::MmModem::connect(conn, mm_selector(which), Default::default())
-        .await
-        .with_context(|| format!("link '{}': ModemManager modem {which}", link.name))?;
+    use modem_hal::mm::{MmConfig, MmModem, ModemSelector};
+    let select = match which {
+        "first" => ModemSelector::First,
+        // Modem indexes are small; IMEIs have 14 to 16 digits.
+        n if n.len() < 8 => ModemSelector::Index(n.parse().unwrap_or(0)),
+        imei => ModemSelector::Imei(imei.to_string()),
+    };
+    let modem = MmModem::connect_system(MmConfig {
+        select,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("link '{}': ModemManager modem {which}", link.name))?;
     ask(
         &modem,
         &link.name,
@@ -157,17 +164,6 @@ async fn ask_modemmanager(
         json,
     )
     .await
-}
-
-#[cfg(feature = "modemmanager")]
-fn mm_selector(which: &str) -> modem_hal::mm::Selector {
-    use modem_hal::mm::Selector;
-    match which {
-        "first" => Selector::First,
-        // Indices are short; IMEIs have 14 to 16 digits.
-        n if n.len() < 8 => n.parse().map_or(Selector::First, Selector::Index),
-        imei => Selector::Imei(imei.to_string()),
-    }
 }
 
 /// Runs `action` on `modem` and renders the result.
@@ -364,6 +360,13 @@ fn render_info(i: &Info) -> String {
 fn render_cells(c: &Cells) -> String {
     let mut s = String::new();
     match &c.serving {
+        Some(v) if v.pci.is_none() && v.rat.is_none() => {
+            let _ = writeln!(
+                s,
+                "serving    none ({})",
+                v.state.as_deref().unwrap_or("no service")
+            );
+        }
         Some(v) => {
             let _ = writeln!(
                 s,

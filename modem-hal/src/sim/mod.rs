@@ -2,6 +2,7 @@
 //! derives it from the car's position ([`scenario`], [`world`]), and a simulated Quectel modem
 //! that answers AT commands on a PTY from it ([`modem`]).
 
+pub mod drive;
 pub mod env;
 pub mod link;
 pub mod modem;
