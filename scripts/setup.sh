@@ -5,7 +5,8 @@ set -euo pipefail
 
 need_pkgs=()
 # python3-zstandard: the independent wire-format decoder (scripts/wire_decode.py) of the tests.
-for pkg in mosquitto mosquitto-clients python3 python3-zstandard; do
+# dbus-daemon: the private bus of the ModemManager backend's tests.
+for pkg in mosquitto mosquitto-clients python3 python3-zstandard dbus-daemon; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 
@@ -24,6 +25,7 @@ fi
 # Debian starts a system mosquitto on port 1883 where systemd runs; pitlink's tests and demo
 # start their own brokers on unix sockets and free ports, so a system broker does not interfere.
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { echo "setup: mosquitto missing after install" >&2; exit 1; }
+command -v dbus-daemon >/dev/null || { echo "setup: dbus-daemon missing after install" >&2; exit 1; }
 /usr/bin/python3 -c 'import zstandard' 2>/dev/null || { echo "setup: /usr/bin/python3 cannot import zstandard after install" >&2; exit 1; }
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
