@@ -257,6 +257,25 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = crate::codec::columnar::DEFAULT_LEVEL, allow_hyphen_values = true)]
         level: i32,
     },
+    /// Tower policy against the modems' own sticky cell selection: laps of a track scenario
+    /// in simulated time; goodput, stall time and switches of each, and per lap with learning.
+    Track {
+        /// Print one JSON object only.
+        #[arg(long)]
+        json: bool,
+        /// Scenario file (docs/scenario.md; default: the shipped ring).
+        #[arg(long, value_name = "FILE")]
+        scenario: Option<PathBuf>,
+        /// Laps per run.
+        #[arg(long, default_value_t = 3)]
+        laps: u32,
+        /// Live load in Mbit/s: the bonded uplink is stalled while it can carry less.
+        #[arg(long, default_value_t = 8.0)]
+        live_mbit_s: f64,
+        /// Print one line per simulated second (cells, locks, capacities) to stderr.
+        #[arg(long)]
+        trace: bool,
+    },
     /// Child of `bench queue`: writes the queue that is SIGKILLed for the recovery figure.
     #[command(hide = true)]
     QueueWriter {
@@ -604,6 +623,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 level,
             })?;
             print_bench(json, &r, || crate::bench::codec::render(&r))
+        }
+        Command::Bench(BenchCmd::Track {
+            json,
+            scenario,
+            laps,
+            live_mbit_s,
+            trace,
+        }) => {
+            let r = crate::bench::track::track(&crate::bench::track::TrackOptions {
+                scenario,
+                laps: laps.max(1),
+                live_mbit_s,
+                trace,
+                ..Default::default()
+            })?;
+            print_bench(json, &r, || crate::bench::track::render(&r))
         }
         Command::Bench(BenchCmd::QueueWriter {
             dir,

@@ -19,6 +19,7 @@ pub mod crash;
 pub mod ingest;
 #[cfg(feature = "sled-peer")]
 mod sled_peer;
+pub mod track;
 
 #[derive(Debug, Clone)]
 pub struct QueueBenchOptions {

@@ -8,7 +8,10 @@
 //! - **One at a time**: while one modem is re-attaching, no other is touched.
 //! - **Dwell**: a modem that switched is left alone for 30 s.
 //! - **Auto-release**: a locked modem with poor service (band Poor or worse) for 60 s, or
-//!   without service for 10 s, is released to its own cell selection.
+//!   unusable or no service for 5 s after its re-attach window, is released to its own cell
+//!   selection.
+//! - **Diversity**: a modem whose cell also serves a lower-numbered modem moves (after the
+//!   time-to-trigger) to a free cell that is at least Fair and within 6 dB of its SINR.
 //! - **Never the best link**: the modem carrying the best link (goodput) is not touched while
 //!   every other link is worse.
 //! - **Diversity**: a candidate cell already serving another of the car's modems pays
@@ -154,14 +157,18 @@ pub struct PolicyConfig {
     /// Release a locked modem after this long in band Poor or worse.
     #[serde(with = "humantime_serde_ms")]
     pub release_after_poor: Duration,
-    /// Release a locked modem after this long without service.
-    #[serde(with = "humantime_serde_ms")]
-    pub release_after_no_service: Duration,
     /// How long a lock or release keeps the modem re-attaching (one modem at a time).
     #[serde(with = "humantime_serde_ms")]
     pub reattach: Duration,
     /// Margin penalty of a cell that already serves another of the car's modems (dB).
     pub diversity_penalty_db: f64,
+    /// A modem sharing its cell moves to a free Fair-or-better cell at most this much worse in
+    /// SINR (dB).
+    pub diversity_sinr_slack_db: f64,
+    /// Release a locked modem after this long in band Unusable or without service (counted
+    /// after the re-attach window of the lock).
+    #[serde(with = "humantime_serde_ms")]
+    pub release_after_unusable: Duration,
     /// Use the learned map to switch ahead of a known bad stretch.
     pub predictive: bool,
     /// How far ahead (in time at the current speed) the map is consulted.
@@ -179,9 +186,10 @@ impl Default for PolicyConfig {
             time_to_trigger: Duration::from_secs(5),
             min_dwell: Duration::from_secs(30),
             release_after_poor: Duration::from_secs(60),
-            release_after_no_service: Duration::from_secs(10),
             reattach: Duration::from_secs(10),
             diversity_penalty_db: 3.0,
+            diversity_sinr_slack_db: 6.0,
+            release_after_unusable: Duration::from_secs(5),
             predictive: true,
             lookahead: Duration::from_secs(4),
             min_lock_rsrp_dbm: -112.0,
@@ -225,6 +233,8 @@ pub struct ModemView {
     poor_since_us: Option<u64>,
     #[serde(skip)]
     none_since_us: Option<u64>,
+    #[serde(skip)]
+    unusable_since_us: Option<u64>,
 }
 
 /// The policy.
@@ -245,6 +255,8 @@ struct Beat {
     cell: CellRef,
     rsrp_gain: f64,
     sinr_gain: f64,
+    /// Chosen to leave a cell shared with `Some(other modem)`, not by the margins.
+    diversity: Option<usize>,
 }
 
 impl Policy {
@@ -271,20 +283,20 @@ impl Policy {
         let Some(m) = self.modems.get_mut(modem) else {
             return;
         };
-        match obs.serving.as_ref().map(CellObs::band) {
-            None => {
-                m.none_since_us.get_or_insert(now_us);
-                m.poor_since_us.get_or_insert(now_us);
+        let band = obs.serving.as_ref().map(CellObs::band);
+        let since = |cond: bool, t: &mut Option<u64>| {
+            if cond {
+                t.get_or_insert(now_us);
+            } else {
+                *t = None;
             }
-            Some(b) => {
-                m.none_since_us = None;
-                if b <= Band::Poor {
-                    m.poor_since_us.get_or_insert(now_us);
-                } else {
-                    m.poor_since_us = None;
-                }
-            }
-        }
+        };
+        since(band.is_none(), &mut m.none_since_us);
+        since(band.is_none_or(|b| b <= Band::Poor), &mut m.poor_since_us);
+        since(
+            band.is_none_or(|b| b == Band::Unusable),
+            &mut m.unusable_since_us,
+        );
         m.obs = obs;
     }
 
@@ -336,6 +348,7 @@ impl Policy {
         m.candidate = None;
         m.poor_since_us = None;
         m.none_since_us = None;
+        m.unusable_since_us = None;
         match d.command {
             Command::Lock { cell, .. } => m.locked = Some(cell),
             Command::Release { .. } => m.locked = None,
@@ -365,10 +378,17 @@ impl Policy {
         self.modems.iter().enumerate().find_map(|(i, m)| {
             let cell = m.locked?;
             let reason = if let Some(t) = m.none_since_us
-                && now_us.saturating_sub(t) >= us(self.cfg.release_after_no_service)
+                && now_us.saturating_sub(t) >= us(self.cfg.release_after_unusable)
             {
                 format!(
                     "locked to {cell} but without service for {:.0} s",
+                    (now_us - t) as f64 / 1e6
+                )
+            } else if let Some(t) = m.unusable_since_us
+                && now_us.saturating_sub(t) >= us(self.cfg.release_after_unusable)
+            {
+                format!(
+                    "locked to {cell} with unusable service for {:.0} s",
                     (now_us - t) as f64 / 1e6
                 )
             } else if let Some(t) = m.poor_since_us
@@ -413,19 +433,22 @@ impl Policy {
             .any(|(i, m)| i != modem && m.obs.serving.is_some_and(|s| s.cell == cell))
     }
 
-    /// The neighbour that beats the serving cell by the margins (diversity-adjusted), best first.
+    /// The neighbour that beats the serving cell by the margins (diversity-adjusted), best
+    /// first; else, when the serving cell is shared with a lower-numbered modem, a neighbour
+    /// nobody uses that is within `diversity_sinr_slack_db` of the serving SINR and at least Fair
+    /// (two modems on one cell split its capacity; one of them moves).
     fn best_beat(&self, modem: usize) -> Option<Beat> {
         let m = &self.modems[modem];
         let s = m.obs.serving?;
         let s_sinr = s.sinr_db?;
-        m.obs
+        let usable = |n: &&CellObs| {
+            n.cell != s.cell && Some(n.cell) != m.locked && n.rsrp_dbm >= self.cfg.min_lock_rsrp_dbm
+        };
+        let by_margin = m
+            .obs
             .neighbours
             .iter()
-            .filter(|n| {
-                n.cell != s.cell
-                    && Some(n.cell) != m.locked
-                    && n.rsrp_dbm >= self.cfg.min_lock_rsrp_dbm
-            })
+            .filter(usable)
             .filter_map(|n| {
                 let penalty = if self.shared(modem, n.cell) {
                     self.cfg.diversity_penalty_db
@@ -439,7 +462,29 @@ impl Policy {
                         cell: n.cell,
                         rsrp_gain,
                         sinr_gain,
+                        diversity: None,
                     })
+            })
+            .max_by(|a, b| a.sinr_gain.total_cmp(&b.sinr_gain));
+        if by_margin.is_some() {
+            return by_margin;
+        }
+        let sharer = self.modems[..modem]
+            .iter()
+            .position(|o| o.obs.serving.is_some_and(|x| x.cell == s.cell))?;
+        m.obs
+            .neighbours
+            .iter()
+            .filter(usable)
+            .filter(|n| !self.shared(modem, n.cell) && n.band() >= Band::Fair)
+            .filter_map(|n| {
+                let sinr_gain = n.sinr_db? - s_sinr;
+                (sinr_gain >= -self.cfg.diversity_sinr_slack_db).then_some(Beat {
+                    cell: n.cell,
+                    rsrp_gain: n.rsrp_dbm - s.rsrp_dbm,
+                    sinr_gain,
+                    diversity: Some(sharer),
+                })
             })
             .max_by(|a, b| a.sinr_gain.total_cmp(&b.sinr_gain))
     }
@@ -504,6 +549,32 @@ impl Policy {
                 continue;
             }
             let pick = match (beat, m.candidate) {
+                (Some(b), Some((_, since)))
+                    if now_us.saturating_sub(since) >= ttt && b.diversity.is_some() =>
+                {
+                    Some((
+                        b.cell,
+                        format!(
+                            "diversity: serving {} is shared with modem {}; {} is {} ({:+.1} dB SINR) for {:.1} s",
+                            m.obs.serving.map_or("?".into(), |s| s.cell.to_string()),
+                            b.diversity.unwrap_or_default(),
+                            b.cell,
+                            format!(
+                                "{:?}",
+                                m.obs
+                                    .neighbours
+                                    .iter()
+                                    .find(|n| n.cell == b.cell)
+                                    .map_or(Band::Fair, CellObs::band)
+                            )
+                            .to_lowercase(),
+                            b.sinr_gain,
+                            (now_us - since) as f64 / 1e6
+                        ),
+                        // Below any margin switch of another modem.
+                        b.sinr_gain.min(0.0) - 100.0,
+                    ))
+                }
                 (Some(b), Some((_, since))) if now_us.saturating_sub(since) >= ttt => Some((
                     b.cell,
                     format!(
@@ -726,13 +797,72 @@ mod tests {
         assert_eq!(d[0].1.command, Command::Release { modem: 1 });
         assert!(d[0].1.reason.contains("poor service"), "{}", d[0].1.reason);
         assert_eq!(p.modems()[1].locked, None);
-        // Locked again, then no service at all: released after 10 s.
+        // Locked again (t = 115), then no service at all: released 5 s after the re-attach
+        // window of the lock (t = 125) at the earliest, counted from the first report.
         let d = run(&mut p, 1, &o, 110, 120);
         assert_eq!(d.len(), 1);
         let d = run(&mut p, 1, &obs(None, &[]), 121, 140);
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].0, 131);
+        assert_eq!(d[0].0, 126);
         assert!(d[0].1.reason.contains("without service"));
+    }
+
+    #[test]
+    fn unusable_service_releases_sooner_than_poor() {
+        let mut p = policy();
+        let o = obs(
+            Some(cell(1300, 1, -100.0, 5.0)),
+            &[cell(1300, 2, -90.0, 12.0)],
+        );
+        assert_eq!(run(&mut p, 1, &o, 0, 5).len(), 1);
+        let unusable = obs(Some(cell(1300, 2, -118.0, -5.0)), &[]);
+        let d = run(&mut p, 1, &unusable, 6, 40);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d[0].0, 15,
+            "re-attach window to t = 15, unusable since t = 6"
+        );
+        assert!(d[0].1.reason.contains("unusable"), "{}", d[0].1.reason);
+    }
+
+    #[test]
+    fn a_modem_sharing_a_cell_moves_to_a_free_fair_cell() {
+        let mut p = policy();
+        let shared = cell(1300, 1, -90.0, 12.0);
+        // Modem 1 shares pci 1 with modem 0 (lower number: it stays).
+        p.observe(0, 0, obs(Some(shared), &[]));
+        // pci 3 is free, Good, 4 dB worse in SINR: worth it to stop splitting the cell.
+        let o = obs(Some(shared), &[cell(1300, 3, -93.0, 8.0)]);
+        let d = run(&mut p, 1, &o, 0, 10);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, 5);
+        assert_eq!(
+            d[0].1.command,
+            Command::Lock {
+                modem: 1,
+                cell: CellRef {
+                    earfcn: 1300,
+                    pci: 3
+                }
+            }
+        );
+        assert!(d[0].1.reason.starts_with("diversity"), "{}", d[0].1.reason);
+        // Modem 0 (the lower number) never moves for diversity; a poor free cell is no reason.
+        let mut q = policy();
+        q.link(1, true, 50e6);
+        q.observe(0, 1, obs(Some(shared), &[]));
+        let poor = obs(Some(shared), &[cell(1300, 3, -112.0, -1.0)]);
+        assert!(
+            run(
+                &mut q,
+                2,
+                &obs(Some(shared), &[cell(1300, 4, -112.0, -1.0)]),
+                0,
+                10
+            )
+            .is_empty()
+        );
+        assert!(run(&mut q, 0, &poor, 0, 10).is_empty());
     }
 
     #[test]
