@@ -275,6 +275,9 @@ pub enum BenchCmd {
         /// Print one line per simulated second (cells, locks, capacities) to stderr.
         #[arg(long)]
         trace: bool,
+        /// Write the policy run's inputs (fixes, link figures, cell reports) as JSON lines.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
     },
     /// Child of `bench queue`: writes the queue that is SIGKILLed for the recovery figure.
     #[command(hide = true)]
@@ -630,12 +633,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             laps,
             live_mbit_s,
             trace,
+            record,
         }) => {
             let r = crate::bench::track::track(&crate::bench::track::TrackOptions {
                 scenario,
                 laps: laps.max(1),
                 live_mbit_s,
                 trace,
+                record,
                 ..Default::default()
             })?;
             print_bench(json, &r, || crate::bench::track::render(&r))

@@ -22,7 +22,8 @@ use modem_hal::sim::world::World;
 use serde::Serialize;
 
 use crate::towers::map::{CellMap, Fix};
-use crate::towers::policy::{CellObs, Command, ModemObs, Policy, PolicyConfig};
+use crate::towers::policy::{CellObs, Command, ModemObs, PolicyConfig};
+use crate::towers::{Input, Towers};
 
 /// Options of the benchmark.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct TrackOptions {
     pub link_stall_mbit_s: f64,
     /// Print one line per simulated second to stderr.
     pub trace: bool,
+    /// Write the policy run's inputs as JSON lines here (for replay).
+    pub record: Option<PathBuf>,
     /// Re-attach outage of the simulated modems.
     pub reattach: Duration,
     /// Policy thresholds.
@@ -57,6 +60,7 @@ impl Default for TrackOptions {
             live_mbit_s: 8.0,
             link_stall_mbit_s: 2.0,
             trace: false,
+            record: None,
             reattach: Duration::from_secs(4),
             policy: PolicyConfig::default(),
         }
@@ -140,8 +144,18 @@ pub fn track(opts: &TrackOptions) -> Result<TrackReport> {
         None => Scenario::builtin(),
     };
     let world = World::new(scenario);
-    let (policy, map, decisions) = run(&world, opts, true);
-    let (autonomous, _, _) = run(&world, opts, false);
+    let mut inputs = Vec::new();
+    let (policy, map, decisions) = run(&world, opts, true, &mut inputs);
+    let (autonomous, _, _) = run(&world, opts, false, &mut Vec::new());
+    if let Some(path) = &opts.record {
+        let mut text = String::new();
+        for i in &inputs {
+            text += &serde_json::to_string(i)?;
+            text.push('\n');
+        }
+        std::fs::write(path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
     let ratio = |a: f64, b: f64| {
         if b > 0.0 {
             a / b
@@ -199,6 +213,7 @@ fn run(
     world: &World,
     opts: &TrackOptions,
     with_policy: bool,
+    inputs: &mut Vec<Input>,
 ) -> (RunFigures, CellMap, Vec<String>) {
     let n = world.modems();
     let cfg = SimConfig {
@@ -206,8 +221,12 @@ fn run(
         ..SimConfig::new(Profile::Rm520n)
     };
     let mut cores: Vec<SimCore> = (0..n).map(|i| SimCore::new(cfg.clone(), i)).collect();
-    let mut policy = Policy::new(opts.policy.clone(), n);
-    let mut map = CellMap::new(50_000);
+    let mut towers = Towers::new(opts.policy.clone(), n, CellMap::new(50_000));
+    let mut feed = |towers: &mut Towers, input: Input| {
+        let d = towers.apply(&input);
+        inputs.push(input);
+        d
+    };
     let lap = world.lap_time();
     let end = lap * opts.laps;
     let dt = opts.step.as_secs_f64();
@@ -264,9 +283,16 @@ fn run(
         }
         if with_policy {
             let now_us = now.as_micros() as u64;
-            policy.position(fix);
+            feed(&mut towers, Input::Fix { fix });
             for (i, q) in links.iter().enumerate() {
-                policy.link(i, q.up, q.capacity_bps);
+                feed(
+                    &mut towers,
+                    Input::Link {
+                        modem: i,
+                        up: q.up,
+                        goodput_bps: q.capacity_bps,
+                    },
+                );
                 // Stagger the polls over the interval, as independent modems would be.
                 let due = last_poll[i].is_none_or(|t| now >= t + opts.poll);
                 let offset = opts.poll.mul_f64(i as f64 / n as f64);
@@ -284,23 +310,16 @@ fn run(
                         .filter_map(CellObs::from_neighbour)
                         .collect(),
                 };
-                if let Some(sv) = obs.serving {
-                    map.record(
-                        &fix,
-                        sv.cell,
-                        sv.rsrp_dbm,
-                        sv.sinr_db.unwrap_or(-20.0),
-                        Some(q.capacity_bps),
-                    );
-                }
-                for nc in &obs.neighbours {
-                    if let Some(sinr) = nc.sinr_db {
-                        map.record(&fix, nc.cell, nc.rsrp_dbm, sinr, None);
-                    }
-                }
-                policy.observe(now_us, i, obs);
+                feed(
+                    &mut towers,
+                    Input::Report {
+                        at_us: now_us,
+                        modem: i,
+                        obs,
+                    },
+                );
             }
-            if let Some(d) = policy.decide(now_us, &map) {
+            if let Some(d) = feed(&mut towers, Input::Decide { at_us: now_us }) {
                 let line = match d.command {
                     Command::Lock { cell, .. } => {
                         format!("AT+QNWLOCK=\"common/4g\",1,{},{}", cell.earfcn, cell.pci)
@@ -309,7 +328,7 @@ fn run(
                 };
                 let r = ask(&mut cores[d.command.modem()], &line, now, world);
                 if !r.errors.is_empty() {
-                    policy.failed(&d.command);
+                    feed(&mut towers, Input::Failed { command: d.command });
                 }
             }
         }
@@ -324,12 +343,13 @@ fn run(
         goodput_mbit_s: round3(lap_bits.iter().sum::<f64>() / (lap.as_secs_f64() * laps) / 1e6),
         stall_s: round3(lap_stall.iter().sum()),
         link_stall_s: round3(link_stall),
-        switches: policy.switches(),
+        switches: towers.policy().switches(),
         cell_changes: cores.iter().map(|c| c.counters().cell_changes).sum(),
         lap_goodput,
         lap_stall_s: lap_stall.iter().map(|s| round3(*s)).collect(),
     };
-    let decisions = policy
+    let decisions = towers
+        .policy()
         .decisions()
         .map(|d| {
             format!(
@@ -341,7 +361,7 @@ fn run(
             )
         })
         .collect();
-    (figures, map, decisions)
+    (figures, towers.into_map(), decisions)
 }
 
 /// The report for a human.

@@ -222,9 +222,10 @@ pub struct ModemView {
     pub goodput_bps: f64,
     /// Whether the link is up.
     pub link_up: bool,
-    /// Since when the current best candidate has beaten the serving cell.
+    /// The current best candidate, whether it is a diversity move (the timers of the two
+    /// kinds are separate), and since when.
     #[serde(skip)]
-    candidate: Option<(CellRef, u64)>,
+    candidate: Option<(CellRef, bool, u64)>,
     /// Last switch (lock or release).
     #[serde(skip)]
     last_switch_us: Option<u64>,
@@ -540,8 +541,10 @@ impl Policy {
             let beat = self.best_beat(i);
             let m = &mut self.modems[i];
             m.candidate = match (beat, m.candidate) {
-                (Some(b), Some((c, since))) if c == b.cell => Some((c, since)),
-                (Some(b), _) => Some((b.cell, now_us)),
+                (Some(b), Some((c, div, since))) if c == b.cell && div == b.diversity.is_some() => {
+                    Some((c, div, since))
+                }
+                (Some(b), _) => Some((b.cell, b.diversity.is_some(), now_us)),
                 (None, _) => None,
             };
             let m = &self.modems[i];
@@ -549,7 +552,7 @@ impl Policy {
                 continue;
             }
             let pick = match (beat, m.candidate) {
-                (Some(b), Some((_, since)))
+                (Some(b), Some((_, _, since)))
                     if now_us.saturating_sub(since) >= ttt && b.diversity.is_some() =>
                 {
                     Some((
@@ -575,7 +578,7 @@ impl Policy {
                         b.sinr_gain.min(0.0) - 100.0,
                     ))
                 }
-                (Some(b), Some((_, since))) if now_us.saturating_sub(since) >= ttt => Some((
+                (Some(b), Some((_, _, since))) if now_us.saturating_sub(since) >= ttt => Some((
                     b.cell,
                     format!(
                         "{} beats serving {} by {:.1} dB RSRP and {:.1} dB SINR for {:.1} s",
