@@ -144,6 +144,9 @@ pub struct LinkConfig {
     pub name: String,
     /// Network interface the link's socket is bound to (SO_BINDTODEVICE). Unset: default route.
     pub interface: Option<String>,
+    /// Broker address (IP:port) this link connects to instead of resolving `[broker] host`:
+    /// keeps DNS off the default route, or points the link at a relay.
+    pub address: Option<std::net::SocketAddr>,
     /// Serial AT control port of the link's modem (AT backend).
     pub modem: Option<PathBuf>,
     /// The link's modem is owned by ModemManager: `"first"`, the index N of

@@ -74,7 +74,7 @@ fn unknown_key_in_array_table() {
     assert_eq!((e.line, e.column), (16, 1), "{e}");
     assert!(
         e.message.starts_with(
-            "unknown key 'iface' in [[links]]; expected one of: name, interface, modem, modemmanager, modem_sinr"
+            "unknown key 'iface' in [[links]]; expected one of: name, interface, address, modem, modemmanager, modem_sinr"
         ),
         "{e}"
     );

@@ -11,7 +11,7 @@ mod sources;
 use crate::bond::link::{LinkCmd, LinkEvent, LinkTask};
 use crate::config::Config;
 use crate::diag::Status;
-use crate::mqtt::Session;
+use crate::mqtt::{BrokerAddr, Session};
 use crate::queue::{Queue, QueueOptions};
 use anyhow::Context;
 use sensor_drivers::{Outlet, SourceStats};
@@ -120,7 +120,13 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
             name: l.name.clone(),
             topic: cfg.data_topic(),
             session: Session {
-                addr: addr.clone(),
+                addr: l.address.map_or_else(
+                    || addr.clone(),
+                    |a| BrokerAddr::Tcp {
+                        host: a.ip().to_string(),
+                        port: a.port(),
+                    },
+                ),
                 client_id: format!("{}-{}", cfg.vehicle, l.name),
                 keep_alive: Duration::from_secs(cfg.broker.keep_alive_s),
                 clean_session: true,

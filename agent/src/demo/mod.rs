@@ -97,6 +97,7 @@ pub fn demo_config(dir: &Path, broker_socket: &Path) -> Config {
             .map(|n| LinkConfig {
                 name: (*n).into(),
                 interface: None,
+                address: None,
                 modem: None,
                 modemmanager: None,
                 modem_sinr: Default::default(),
