@@ -157,3 +157,68 @@ fn ingest_bench_queues_every_frame_its_source_hands_over() -> Result<()> {
     assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
     Ok(())
 }
+
+#[test]
+fn track_reports_both_runs_deterministically_and_takes_a_scenario_file() -> Result<()> {
+    let r = bench_json(&["track", "--laps", "2"])?;
+    for run in ["policy", "autonomous"] {
+        let v = &r[run];
+        assert!(f(v, "goodput_mbit_s") > 0.0, "{r}");
+        assert!(
+            f(v, "stall_s") >= 0.0 && f(v, "link_stall_s") >= f(v, "stall_s"),
+            "{r}"
+        );
+        let laps = v["lap_goodput"].as_array().context("lap_goodput")?;
+        assert_eq!(laps.len(), 2, "{r}");
+        let mean = laps.iter().filter_map(Value::as_f64).sum::<f64>() / 2.0;
+        assert!((mean - f(v, "goodput_mbit_s")).abs() < 0.01, "{r}");
+    }
+    assert_eq!(u(&r["autonomous"], "switches"), 0, "the modems alone: {r}");
+    assert!(u(&r["policy"], "switches") > 0, "{r}");
+    let ratio = f(&r["policy"], "goodput_mbit_s") / f(&r["autonomous"], "goodput_mbit_s");
+    assert!((ratio - f(&r, "ratio_goodput")).abs() < 0.01, "{r}");
+    assert_eq!(u(&r, "modems"), 3);
+    assert!(u(&r, "towers") >= 6 && u(&r, "map_entries") > 0, "{r}");
+    for g in [
+        "ratio_goodput_ge_1_3",
+        "ratio_stall_le_0_5",
+        "last_lap_better",
+    ] {
+        assert!(r["goals"][g].is_boolean(), "{g}: {r}");
+    }
+    // Deterministic: the same figures again.
+    let again = bench_json(&["track", "--laps", "2"])?;
+    assert_eq!(again["policy"], r["policy"]);
+    assert_eq!(again["autonomous"], r["autonomous"]);
+
+    // Another scenario file: one carrier, the shipped towers of that carrier only.
+    let dir = tempfile::tempdir()?;
+    let ring = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../modem-hal/scenarios/ring.toml"),
+    )?;
+    let one = ring
+        .replace("name = \"pitlink ring\"", "name = \"one carrier\"")
+        .replace(
+            "carrier = \"Beta Telecom\"\n\n[[modem]]",
+            "carrier = \"Alpha Mobile\"\n\n[[modem]]",
+        );
+    let path = dir.path().join("one.toml");
+    std::fs::write(&path, one)?;
+    let o = bench_json(&[
+        "track",
+        "--laps",
+        "1",
+        "--scenario",
+        path.to_str().context("utf-8")?,
+    ])?;
+    assert_eq!(o["scenario"], "one carrier", "{o}");
+    // A broken file is an error naming it.
+    std::fs::write(&path, "name = 3")?;
+    let out = Command::new(pitlink_bin())
+        .args(["bench", "track", "--scenario"])
+        .arg(&path)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("one.toml:1"), "{err}");
+    Ok(())
+}
