@@ -7,3 +7,6 @@
 
 pub mod link;
 pub mod scheduler;
+
+#[cfg(test)]
+mod sim_tests;

@@ -22,8 +22,10 @@
 //!   or heartbeat) brings a suspect link back `Up`. A late ack of a batch already delivered
 //!   elsewhere counts as a duplicate ack (the receiver drops the duplicate).
 //! - **Heartbeats**: a link that is up or suspect, has nothing in flight and has carried nothing
-//!   for `heartbeat_idle_us` gets a [`Action::Heartbeat`]; its ack ([`Scheduler::heartbeat_acked`])
-//!   feeds RTT and liveness.
+//!   for `heartbeat_idle_us` gets a [`Action::Heartbeat`] (an up link one at a time, a suspect
+//!   link one every interval, so it is back within an interval of recovering); its ack
+//!   ([`Scheduler::heartbeat_acked`]) feeds RTT and liveness. A fresh link answers its first
+//!   heartbeat before it carries batches (unless no link has answered yet).
 //! - **Drain before death**: a link in the [`RadioBand::Unusable`] band takes no new batches while
 //!   another up link is in a better band; what it has in flight may complete.
 //! - **Critical duplication**: a batch added with `critical` goes on the two best links while the
@@ -190,8 +192,10 @@ struct Link {
     band: RadioBand,
     in_flight: HashMap<BatchId, Flight>,
     bytes_in_flight: u64,
-    /// Send times of batches moved away from this link whose ack may still come (RTT samples).
-    late: HashMap<BatchId, u64>,
+    /// Batches moved away from this link whose ack may still come: (sent, cap). Their RTT is
+    /// sampled but capped at twice the RTO they missed, so a stall that ends does not inflate
+    /// the RTO for long.
+    late: HashMap<BatchId, (u64, u64)>,
     srtt_us: Option<u64>,
     rttvar_us: u64,
     /// RTO doublings since the last RTT sample.
@@ -397,6 +401,7 @@ impl Scheduler {
 
     /// Takes back everything in flight on `link` (not what another link still carries).
     fn move_all(&mut self, link: usize, remember: bool) {
+        let cap = self.rto_us(link).saturating_mul(2);
         let Some(l) = self.links.get_mut(link) else {
             return;
         };
@@ -408,7 +413,7 @@ impl Scheduler {
             }
             for (id, f) in &flights {
                 if !f.ambiguous {
-                    l.late.insert(*id, f.sent_us);
+                    l.late.insert(*id, (f.sent_us, cap));
                 }
             }
         }
@@ -477,8 +482,8 @@ impl Scheduler {
                 }
             }
             None => {
-                if let Some(sent) = late {
-                    l.rtt_sample(now_us.saturating_sub(sent));
+                if let Some((sent, cap)) = late {
+                    l.rtt_sample(now_us.saturating_sub(sent).min(cap));
                 }
             }
         }
@@ -596,18 +601,17 @@ impl Scheduler {
         }
     }
 
-    /// Links that may take new batches: up, and not draining (unusable band while another up
-    /// link is in a better band).
+    /// Links that may take new batches: up, not draining (unusable band while another up link
+    /// is in a better band), and, with heartbeats on, measured (a fresh link answers its first
+    /// heartbeat before it carries batches, unless no up link has answered anything yet).
     fn usable(&self) -> impl Iterator<Item = (usize, &Link)> {
-        let best_up = self
-            .links
-            .iter()
-            .filter(|l| l.state == LinkState::Up)
-            .map(|l| l.band)
-            .max();
+        let up = || self.links.iter().filter(|l| l.state == LinkState::Up);
+        let best_up = up().map(|l| l.band).max();
+        let probe_first = self.cfg.heartbeat_idle_us > 0 && up().any(|l| l.srtt_us.is_some());
         self.links.iter().enumerate().filter(move |(_, l)| {
             l.state == LinkState::Up
                 && (l.band > RadioBand::Unusable || best_up == Some(RadioBand::Unusable))
+                && (!probe_first || l.srtt_us.is_some())
         })
     }
 
@@ -675,8 +679,10 @@ impl Scheduler {
             return;
         }
         for (link, l) in self.links.iter_mut().enumerate() {
+            // A suspect link is probed every interval (the newest probe is the one timed; any
+            // answer brings the link back), an up link with one probe at a time.
             let due = l.state != LinkState::Down
-                && l.heartbeat.is_none()
+                && (l.heartbeat.is_none() || l.state == LinkState::Suspect)
                 && l.in_flight.is_empty()
                 && l.last_send_us
                     .is_none_or(|t| now_us.saturating_sub(t) >= idle);
