@@ -11,7 +11,7 @@
 //!   Karn's rule: no sample from an ack that may belong to either of two sends), RTO =
 //!   srtt + 4·rttvar clamped to `[min_rto_us, max_rto_us]` and doubled on every timeout until
 //!   the next sample, goodput (EWMA of the delivery rate, bytes per second), a bytes-in-flight
-//!   limit of `goodput × srtt × bdp_factor` (at least `min_window_bytes` and
+//!   limit of `goodput × min RTT × bdp_factor` (at least `min_window_bytes` and
 //!   `min_window_batches`, at most `max_in_flight` batches), and the radio band.
 //! - **Earliest completion first**: a batch goes to the usable link whose estimated completion,
 //!   `(bytes in flight + batch) / goodput + srtt / 2`, is smallest. When that link has no room the
@@ -52,7 +52,7 @@ pub struct SchedulerConfig {
     pub initial_rtt_us: u64,
     /// Goodput assumed (bytes per second) before the first delivery-rate sample.
     pub initial_goodput: f64,
-    /// Bytes-in-flight limit = goodput × srtt × `bdp_factor`.
+    /// Bytes-in-flight limit = goodput × minimum RTT × `bdp_factor`.
     pub bdp_factor: f64,
     /// Floor of the bytes-in-flight limit, so a fresh link can start.
     pub min_window_bytes: u64,
@@ -198,6 +198,8 @@ struct Link {
     late: HashMap<BatchId, (u64, u64)>,
     srtt_us: Option<u64>,
     rttvar_us: u64,
+    /// Smallest RTT sample of the last [`MIN_RTT_WINDOW_US`] or so: (sample, when).
+    min_rtt: Option<(u64, u64)>,
     /// RTO doublings since the last RTT sample.
     backoff: u32,
     goodput: Option<f64>,
@@ -239,6 +241,7 @@ impl Link {
             late: HashMap::new(),
             srtt_us: None,
             rttvar_us: 0,
+            min_rtt: None,
             backoff: 0,
             goodput: None,
             delivered: 0,
@@ -257,7 +260,13 @@ impl Link {
             .min(cfg.max_rto_us.max(base))
     }
 
-    fn rtt_sample(&mut self, r: u64) {
+    fn rtt_sample(&mut self, r: u64, now_us: u64) {
+        if self
+            .min_rtt
+            .is_none_or(|(m, at)| r <= m || now_us.saturating_sub(at) > MIN_RTT_WINDOW_US)
+        {
+            self.min_rtt = Some((r, now_us));
+        }
         match self.srtt_us {
             None => {
                 self.srtt_us = Some(r);
@@ -279,8 +288,11 @@ impl Link {
         self.goodput.unwrap_or(cfg.initial_goodput).max(1.0)
     }
 
+    /// goodput × RTT × k, with the path's minimum RTT: with srtt, which includes the queue the
+    /// link's own batches build, the limit would chase its own queue and grow without bound.
     fn window(&self, cfg: &SchedulerConfig) -> u64 {
-        let bdp = self.goodput(cfg) * self.srtt(cfg) as f64 / 1e6 * cfg.bdp_factor;
+        let rtt = self.min_rtt.map_or_else(|| self.srtt(cfg), |(m, _)| m);
+        let bdp = self.goodput(cfg) * rtt as f64 / 1e6 * cfg.bdp_factor;
         (bdp as u64).max(cfg.min_window_bytes)
     }
 
@@ -314,6 +326,8 @@ impl Link {
 
 /// Bound on remembered moved sends per link (for late RTT samples), in units of `max_in_flight`.
 const LATE_FACTOR: usize = 4;
+/// A minimum RTT older than this is replaced by the next sample (the path may have changed).
+const MIN_RTT_WINDOW_US: u64 = 10_000_000;
 /// EWMA weight of a new goodput sample.
 const GOODPUT_GAIN: f64 = 0.25;
 
@@ -472,7 +486,7 @@ impl Scheduler {
                 l.delivered += f.bytes;
                 if !f.ambiguous {
                     let rtt = now_us.saturating_sub(f.sent_us);
-                    l.rtt_sample(rtt);
+                    l.rtt_sample(rtt, now_us);
                     let rate = (l.delivered - f.delivered_at_send) as f64 * 1e6 / rtt.max(1) as f64;
                     l.goodput = Some(match l.goodput {
                         None => rate,
@@ -483,7 +497,7 @@ impl Scheduler {
             }
             None => {
                 if let Some((sent, cap)) = late {
-                    l.rtt_sample(now_us.saturating_sub(sent).min(cap));
+                    l.rtt_sample(now_us.saturating_sub(sent).min(cap), now_us);
                 }
             }
         }
@@ -501,7 +515,7 @@ impl Scheduler {
             && s == seq
         {
             l.heartbeat = None;
-            l.rtt_sample(now_us.saturating_sub(sent));
+            l.rtt_sample(now_us.saturating_sub(sent), now_us);
         }
     }
 

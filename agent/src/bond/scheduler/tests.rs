@@ -55,6 +55,7 @@ fn measured(s: &mut Scheduler, link: usize, srtt_us: u64, goodput: f64) {
     let l = &mut s.links[link];
     l.srtt_us = Some(srtt_us);
     l.rttvar_us = srtt_us / 4;
+    l.min_rtt = Some((srtt_us, 0));
     l.goodput = Some(goodput);
 }
 
@@ -247,15 +248,15 @@ fn rto_follows_rfc6298_with_floor_cap_and_backoff() {
     assert_eq!(s.rto_us(0), 112_500 + 4 * 62_500);
     // Tiny RTTs: floored.
     let mut f = Scheduler::new(CFG, 1);
-    f.links[0].rtt_sample(2_000);
+    f.links[0].rtt_sample(2_000, 0);
     assert_eq!(f.rto_us(0), CFG.min_rto_us);
     // Huge RTTs: capped.
-    f.links[0].rtt_sample(10_000_000);
+    f.links[0].rtt_sample(10_000_000, 0);
     assert_eq!(f.rto_us(0), CFG.max_rto_us);
     // A timeout doubles the RTO until the next sample.
     let mut b = Scheduler::new(CFG, 1);
     b.link_up(0);
-    b.links[0].rtt_sample(100_000);
+    b.links[0].rtt_sample(100_000, 0);
     b.add(id(0), 1, KB, false);
     b.poll(0, none);
     b.poll(300_000, none);
@@ -278,8 +279,8 @@ fn a_late_ack_of_a_moved_batch_is_a_sample_and_a_duplicate() {
     let mut s = Scheduler::new(CFG, 2);
     s.link_up(0);
     s.link_up(1);
-    s.links[0].rtt_sample(100_000);
-    s.links[1].rtt_sample(100_000);
+    s.links[0].rtt_sample(100_000, 0);
+    s.links[1].rtt_sample(100_000, 0);
     s.add(id(0), 1, KB, false);
     assert_eq!(s.poll(1, none), vec![send(0, 0)]);
     // Overdue past RTO 300 ms: the link turns suspect and the batch moves at once.
@@ -382,7 +383,7 @@ fn heartbeats_go_only_on_idle_links() {
     s.link_up(0);
     s.link_up(1);
     for l in 0..2 {
-        s.links[l].rtt_sample(20_000);
+        s.links[l].rtt_sample(20_000, 0);
     }
     s.add(id(0), 1, KB, false);
     let out = s.poll(1, none);
@@ -631,4 +632,21 @@ proptest! {
         prop_assert!(queue.is_empty());
         prop_assert_eq!(delivered.len() as u64, next);
     }
+}
+
+#[test]
+fn the_limit_uses_the_minimum_rtt_not_the_queue() {
+    let mut s = Scheduler::new(CFG, 1);
+    s.link_up(0);
+    s.links[0].goodput = Some(1e6);
+    s.links[0].rtt_sample(50_000, 0);
+    // The link's own queue makes later acks slower; the limit must not chase it.
+    for i in 1..20 {
+        s.links[0].rtt_sample(400_000, i * 100_000);
+    }
+    assert!(s.srtt_us(0).expect("sampled") > 300_000);
+    assert_eq!(s.window_bytes(0), 100_000, "1 MB/s × 50 ms × 2");
+    // Ten seconds on, the old minimum gives way.
+    s.links[0].rtt_sample(80_000, 11_000_000);
+    assert_eq!(s.window_bytes(0), 160_000);
 }
