@@ -4,7 +4,8 @@
 //! session, so the disk queue stays the truth: on any error the session is thrown away, the
 //! link reports "down" (the scheduler re-sends its batches, from the queue, on any link) and a
 //! fresh session is built after a backoff. `publish()` returns no packet id, so batch ids are
-//! matched to packet ids in the order rumqttc reports `Outgoing::Publish(pkid)`.
+//! matched to packet ids in the order rumqttc reports `Outgoing::Publish(pkid)`. Heartbeats
+//! (tiny QoS 1 publishes the scheduler asks for on idle links) are matched the same way.
 //!
 //! `EventLoop::poll` is not cancel-safe: dropping it while it writes a publish loses the packet
 //! after rumqttc counted it as sent (its packet id then collides later). So the event loop runs
@@ -23,7 +24,15 @@ use tracing::Instrument;
 /// From the core to a link.
 #[derive(Debug)]
 pub enum LinkCmd {
-    Publish { id: BatchId, payload: Arc<Vec<u8>> },
+    Publish {
+        id: BatchId,
+        payload: Arc<Vec<u8>>,
+    },
+    /// A heartbeat; its PUBACK is reported as [`LinkEvent::HeartbeatAcked`] with `seq`.
+    Heartbeat {
+        seq: u64,
+        payload: Arc<Vec<u8>>,
+    },
 }
 
 /// From a link to the core.
@@ -32,6 +41,23 @@ pub enum LinkEvent {
     Up { link: usize },
     Down { link: usize, reason: String },
     Acked { link: usize, id: BatchId },
+    HeartbeatAcked { link: usize, seq: u64 },
+}
+
+/// What a publish carried, to report its ack.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    Batch(BatchId),
+    Heartbeat(u64),
+}
+
+impl Sent {
+    fn acked(self, link: usize) -> LinkEvent {
+        match self {
+            Sent::Batch(id) => LinkEvent::Acked { link, id },
+            Sent::Heartbeat(seq) => LinkEvent::HeartbeatAcked { link, seq },
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -74,8 +100,8 @@ impl LinkTask {
                 }
                 .in_current_span(),
             );
-            let mut fifo: VecDeque<BatchId> = VecDeque::new();
-            let mut pkids: HashMap<u16, BatchId> = HashMap::new();
+            let mut fifo: VecDeque<Sent> = VecDeque::new();
+            let mut pkids: HashMap<u16, Sent> = HashMap::new();
             let mut connected = false;
             let reason = loop {
                 tokio::select! {
@@ -85,9 +111,9 @@ impl LinkTask {
                             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                                 while let Some(Ok(ev)) = ev_rx.recv().await {
                                     if let Event::Incoming(Packet::PubAck(a)) = &ev
-                                        && let Some(id) = pkids.remove(&a.pkid)
+                                        && let Some(sent) = pkids.remove(&a.pkid)
                                     {
-                                        let _ = events.try_send(LinkEvent::Acked { link, id });
+                                        let _ = events.try_send(sent.acked(link));
                                     }
                                     if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
                                         break;
@@ -118,8 +144,8 @@ impl LinkTask {
                             }
                         }
                         Ok(Event::Incoming(Packet::PubAck(a))) => {
-                            if let Some(id) = pkids.remove(&a.pkid)
-                                && events.send(LinkEvent::Acked { link, id }).await.is_err()
+                            if let Some(sent) = pkids.remove(&a.pkid)
+                                && events.send(sent.acked(link)).await.is_err()
                             {
                                 return;
                             }
@@ -128,8 +154,12 @@ impl LinkTask {
                         Err(e) => break e,
                     },
                     cmd = cmds.recv(), if connected => match cmd {
-                        Some(LinkCmd::Publish { id, payload }) => {
-                            fifo.push_back(id);
+                        Some(cmd) => {
+                            let (sent, payload) = match cmd {
+                                LinkCmd::Publish { id, payload } => (Sent::Batch(id), payload),
+                                LinkCmd::Heartbeat { seq, payload } => (Sent::Heartbeat(seq), payload),
+                            };
+                            fifo.push_back(sent);
                             if let Err(e) = client.try_publish(
                                 self.topic.as_str(),
                                 QoS::AtLeastOnce,

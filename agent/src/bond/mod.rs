@@ -1,9 +1,14 @@
 //! The uplink: MQTT links (one per modem) fed by a sans-IO scheduler.
 //!
-//! [`scheduler::Scheduler`] decides which batch goes on which link and when a batch must move;
-//! [`link`] runs one rumqttc session per link and reports "up", "down" and "batch X acked".
-//! Today the scheduler stripes by free in-flight capacity with live-first ordering and a fixed
-//! ack timeout; link scoring from RTT, goodput and radio metrics comes with the bonding stage.
+//! [`scheduler::Scheduler`] decides which batch goes on which link, when a batch must move and
+//! when an idle link needs a heartbeat: earliest completion from each link's RTT and goodput,
+//! live first with backfill, failover within an RTO (link suspect or down), drain of links in
+//! an unusable radio band, duplication of critical batches while the best link is poor.
+//! [`link`] runs one rumqttc session per link and reports "up", "down", "batch X acked" and
+//! "heartbeat N acked".
 
 pub mod link;
 pub mod scheduler;
+
+#[cfg(test)]
+mod sim_tests;

@@ -1,157 +1,522 @@
-//! Which batch goes on which link (sans-IO: inputs and `now` in, send decisions out).
+//! Which batch goes on which link (sans-IO: inputs and `now_us` in, [`Action`]s out).
 //!
-//! - Live first: the newest unsent batch goes first while it is younger than `live_window`;
-//!   otherwise the oldest (backfill), so a backlog drains in order behind fresh data.
-//! - Memory stays bounded whatever the backlog: the scheduler only holds live batches (for at
-//!   most `live_window`), batches in flight and batches taken back from a link. Everything older
+//! - **Live first**: a batch taken back from a link goes first (it is already late), then the
+//!   newest unsent batch while it is younger than `live_window_us`, then the oldest undelivered
+//!   batch of the queue (backfill), so a backlog drains in order behind fresh data.
+//! - **Bounded memory** whatever the backlog: the scheduler only holds live batches (for at most
+//!   `live_window_us`), batches in flight and batches taken back from a link. Everything older
 //!   is found through the `backlog` reader passed to [`Scheduler::poll`] (the queue's "oldest
 //!   undelivered batch that is neither in flight nor waiting here").
-//! - Each link carries at most `max_in_flight` unacknowledged batches; a new batch goes to the
-//!   up link with the fewest in flight.
-//! - A batch whose ack is overdue (`ack_timeout`) or whose link went down returns to the unsent
-//!   set and is sent again, on any link. The receiver removes the duplicates this may cause.
+//! - **Per link**: state ([`LinkState`]), smoothed RTT and variance from ack timing (RFC 6298,
+//!   Karn's rule: no sample from an ack that may belong to either of two sends), RTO =
+//!   srtt + 4·rttvar clamped to `[min_rto_us, max_rto_us]` and doubled on every timeout until
+//!   the next sample, goodput (EWMA of the delivery rate, bytes per second), a bytes-in-flight
+//!   limit of `goodput × min RTT × bdp_factor` (at least `min_window_bytes` and
+//!   `min_window_batches`, at most `max_in_flight` batches), and the radio band.
+//! - **Earliest completion first**: a batch goes to the usable link whose estimated completion,
+//!   `(bytes in flight + batch) / goodput + srtt / 2`, is smallest. When that link has no room the
+//!   batch waits for it rather than going to a slower link (MPTCP ECF).
+//! - **Failover**: an ack overdue past the link's RTO, or an unacknowledged heartbeat past it,
+//!   makes the link `Suspect`: it takes no new batches and everything in flight on it moves to
+//!   another link at once. A link that goes `Down` gives everything back too. The next ack (batch
+//!   or heartbeat) brings a suspect link back `Up`. A late ack of a batch already delivered
+//!   elsewhere counts as a duplicate ack (the receiver drops the duplicate).
+//! - **Heartbeats**: a link that is up or suspect, has nothing in flight and has carried nothing
+//!   for `heartbeat_idle_us` gets a [`Action::Heartbeat`] (an up link one at a time, a suspect
+//!   link one every interval, so it is back within an interval of recovering); its ack
+//!   ([`Scheduler::heartbeat_acked`]) feeds RTT and liveness. A fresh link answers its first
+//!   heartbeat before it carries batches (unless no link has answered yet).
+//! - **Drain before death**: a link in the [`RadioBand::Unusable`] band takes no new batches while
+//!   another up link is in a better band; what it has in flight may complete.
+//! - **Critical duplication**: a batch added with `critical` goes on the two best links while the
+//!   best link (by radio band) is `Poor` or worse, or suspect. Every extra copy is counted.
 
 use crate::codec::BatchId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Scheduler settings; [`Default`] gives the researched defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SchedulerConfig {
+    /// Most batches in flight on one link (the MQTT session's inflight window).
     pub max_in_flight: usize,
+    /// A new batch counts as live (sent newest first) for this long after its creation.
     pub live_window_us: u64,
-    pub ack_timeout_us: u64,
+    /// RTO before a link has any RTT sample.
+    pub initial_rto_us: u64,
+    /// Floor of the RTO.
+    pub min_rto_us: u64,
+    /// Cap of the RTO, backoff included.
+    pub max_rto_us: u64,
+    /// RTT assumed for completion estimates before the first sample.
+    pub initial_rtt_us: u64,
+    /// Goodput assumed (bytes per second) before the first delivery-rate sample.
+    pub initial_goodput: f64,
+    /// Bytes-in-flight limit = goodput × minimum RTT × `bdp_factor`.
+    pub bdp_factor: f64,
+    /// Floor of the bytes-in-flight limit, so a fresh link can start.
+    pub min_window_bytes: u64,
+    /// A link with fewer batches in flight than this always has room.
+    pub min_window_batches: usize,
+    /// An idle link gets a heartbeat after carrying nothing for this long (0: no heartbeats).
+    pub heartbeat_idle_us: u64,
+    /// Bytes assumed for a backlog batch until [`Scheduler::sized`] tells its real size.
+    pub backlog_batch_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            max_in_flight: 32,
+            live_window_us: 300_000,
+            initial_rto_us: 1_000_000,
+            min_rto_us: 150_000,
+            max_rto_us: 3_000_000,
+            initial_rtt_us: 100_000,
+            initial_goodput: 250_000.0,
+            bdp_factor: 2.0,
+            min_window_bytes: 64 << 10,
+            min_window_batches: 2,
+            heartbeat_idle_us: 150_000,
+            backlog_batch_bytes: 16 << 10,
+        }
+    }
+}
+
+/// A link's state as the scheduler sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkState {
+    /// No session.
     Down,
+    /// Carrying batches.
     Up,
+    /// An ack or heartbeat is overdue: takes no new batches until the next ack.
+    Suspect,
+}
+
+/// Radio quality band of a link's modem (RADIO.md §1.4), worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RadioBand {
+    /// Below every threshold: drain the link before it dies.
+    Unusable,
+    Poor,
+    Fair,
+    Good,
+    Excellent,
+}
+
+impl RadioBand {
+    fn from_thresholds(v: f64, [e, g, f, p]: [f64; 4]) -> RadioBand {
+        if v >= e {
+            RadioBand::Excellent
+        } else if v >= g {
+            RadioBand::Good
+        } else if v >= f {
+            RadioBand::Fair
+        } else if v >= p {
+            RadioBand::Poor
+        } else {
+            RadioBand::Unusable
+        }
+    }
+}
+
+/// The LTE band of RADIO.md §1.4: the worst of the RSRP (dBm), RSRQ (dB) and SINR (dB) bands.
+/// Missing or non-finite metrics are ignored; `None` if none is usable.
+pub fn band_of(rsrp: Option<f64>, rsrq: Option<f64>, sinr: Option<f64>) -> Option<RadioBand> {
+    const RSRP: [f64; 4] = [-85.0, -95.0, -105.0, -115.0];
+    const RSRQ: [f64; 4] = [-10.0, -13.0, -16.0, -19.0];
+    const SINR: [f64; 4] = [13.0, 5.0, 0.0, -3.0];
+    [(rsrp, RSRP), (rsrq, RSRQ), (sinr, SINR)]
+        .into_iter()
+        .filter_map(|(v, t)| {
+            v.filter(|v| v.is_finite())
+                .map(|v| RadioBand::from_thresholds(v, t))
+        })
+        .min()
 }
 
 /// Per-link counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LinkCounters {
-    /// Publishes handed to the link.
+    /// Publishes of batches handed to the link (copies included).
     pub sent: u64,
     /// Batches acknowledged by the broker on this link.
     pub acked: u64,
-    /// Batches taken back from this link (link down or ack overdue) to be sent again.
+    /// Batches taken back from this link (link down, suspect or ack overdue) to be sent again.
     pub moved: u64,
-    /// Acks for batches already delivered through another send (a re-send that was not needed).
+    /// Extra copies of critical batches sent on this link.
+    pub duplicated: u64,
+    /// Acks for batches already delivered through another send (a re-send or copy not needed).
     pub duplicate_acks: u64,
+    pub heartbeats_sent: u64,
+    pub heartbeats_acked: u64,
+    /// Heartbeats unacknowledged past the RTO.
+    pub heartbeats_lost: u64,
     pub ups: u64,
     pub downs: u64,
+    /// Times the link turned suspect.
+    pub suspects: u64,
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Publish batch `id` on `link`.
+    Send { link: usize, id: BatchId },
+    /// Publish a heartbeat on `link`; report its ack with [`Scheduler::heartbeat_acked`] and
+    /// the same `seq`.
+    Heartbeat { link: usize, seq: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    sent_us: u64,
+    bytes: u64,
+    critical: bool,
+    /// This link carried the batch before: an ack may belong to either send (Karn).
+    ambiguous: bool,
+    /// The link's delivered bytes when this batch was sent (delivery-rate sample).
+    delivered_at_send: u64,
+    /// Sent while the link had far less in flight than its limit: the rate sample only says
+    /// how much was offered, so it may raise the goodput estimate but not lower it.
+    app_limited: bool,
 }
 
 #[derive(Debug)]
 struct Link {
     state: LinkState,
-    in_flight: HashMap<BatchId, u64>,
+    band: RadioBand,
+    in_flight: HashMap<BatchId, Flight>,
+    bytes_in_flight: u64,
+    /// Batches moved away from this link whose ack may still come: (sent, cap). Their RTT is
+    /// sampled but capped at twice the RTO they missed, so a stall that ends does not inflate
+    /// the RTO for long.
+    late: HashMap<BatchId, (u64, u64)>,
+    srtt_us: Option<u64>,
+    rttvar_us: u64,
+    /// Smallest RTT sample of the last [`MIN_RTT_WINDOW_US`] or so: (sample, when).
+    min_rtt: Option<(u64, u64)>,
+    /// RTO doublings since the last RTT sample.
+    backoff: u32,
+    goodput: Option<f64>,
+    delivered: u64,
+    last_send_us: Option<u64>,
+    /// The heartbeat in flight: (seq, sent).
+    heartbeat: Option<(u64, u64)>,
     counters: LinkCounters,
 }
 
-/// A decision: publish batch `id` on link `link`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Send {
-    pub link: usize,
-    pub id: BatchId,
+/// A batch waiting for a link.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    /// When the batch was queued (0 for backlog and moved batches: they are not live).
+    created_us: u64,
+    bytes: u64,
+    critical: bool,
+    /// Taken back from a link: goes before live and backlog batches.
+    moved: bool,
 }
 
+/// The bond scheduler. See the module documentation for the rules.
 #[derive(Debug)]
 pub struct Scheduler {
     cfg: SchedulerConfig,
     links: Vec<Link>,
     /// Batches waiting to be sent.
     unsent: BTreeMap<BatchId, Waiting>,
+    next_heartbeat: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Waiting {
-    /// When the batch was queued (0 for backlog and re-sends: they are not live any more).
-    created_us: u64,
-    /// The link that failed to deliver it last time, avoided when another link has room.
-    avoid: Option<usize>,
-}
-
-impl Scheduler {
-    pub fn new(cfg: SchedulerConfig, links: usize) -> Self {
-        Scheduler {
-            cfg,
-            links: (0..links)
-                .map(|_| Link {
-                    state: LinkState::Down,
-                    in_flight: HashMap::new(),
-                    counters: LinkCounters::default(),
-                })
-                .collect(),
-            unsent: BTreeMap::new(),
+impl Link {
+    fn new() -> Link {
+        Link {
+            state: LinkState::Down,
+            band: RadioBand::Good,
+            in_flight: HashMap::new(),
+            bytes_in_flight: 0,
+            late: HashMap::new(),
+            srtt_us: None,
+            rttvar_us: 0,
+            min_rtt: None,
+            backoff: 0,
+            goodput: None,
+            delivered: 0,
+            last_send_us: None,
+            heartbeat: None,
+            counters: LinkCounters::default(),
         }
     }
 
-    /// A new batch to deliver, created at `created_us` (use 0 for backlog found at start-up).
-    pub fn add(&mut self, id: BatchId, created_us: u64) {
+    fn rto(&self, cfg: &SchedulerConfig) -> u64 {
+        let base = match self.srtt_us {
+            Some(s) => (s + 4 * self.rttvar_us).clamp(cfg.min_rto_us, cfg.max_rto_us),
+            None => cfg.initial_rto_us,
+        };
+        base.saturating_mul(1 << self.backoff.min(16))
+            .min(cfg.max_rto_us.max(base))
+    }
+
+    fn rtt_sample(&mut self, r: u64, now_us: u64) {
+        if self
+            .min_rtt
+            .is_none_or(|(m, at)| r <= m || now_us.saturating_sub(at) > MIN_RTT_WINDOW_US)
+        {
+            self.min_rtt = Some((r, now_us));
+        }
+        match self.srtt_us {
+            None => {
+                self.srtt_us = Some(r);
+                self.rttvar_us = r / 2;
+            }
+            Some(s) => {
+                self.rttvar_us = (3 * self.rttvar_us + s.abs_diff(r)) / 4;
+                self.srtt_us = Some((7 * s + r) / 8);
+            }
+        }
+        self.backoff = 0;
+    }
+
+    fn srtt(&self, cfg: &SchedulerConfig) -> u64 {
+        self.srtt_us.unwrap_or(cfg.initial_rtt_us)
+    }
+
+    fn goodput(&self, cfg: &SchedulerConfig) -> f64 {
+        self.goodput.unwrap_or(cfg.initial_goodput).max(1.0)
+    }
+
+    /// goodput × RTT × k, with the path's minimum RTT: with srtt, which includes the queue the
+    /// link's own batches build, the limit would chase its own queue and grow without bound.
+    fn window(&self, cfg: &SchedulerConfig) -> u64 {
+        let rtt = self.min_rtt.map_or_else(|| self.srtt(cfg), |(m, _)| m);
+        let bdp = self.goodput(cfg) * rtt as f64 / 1e6 * cfg.bdp_factor;
+        (bdp as u64).max(cfg.min_window_bytes)
+    }
+
+    fn has_room(&self, cfg: &SchedulerConfig) -> bool {
+        self.state == LinkState::Up
+            && self.in_flight.len() < cfg.max_in_flight
+            && (self.in_flight.len() < cfg.min_window_batches
+                || self.bytes_in_flight < self.window(cfg))
+    }
+
+    /// Estimated time (µs) until a batch of `bytes` sent now is acknowledged.
+    fn completion(&self, cfg: &SchedulerConfig, bytes: u64) -> f64 {
+        (self.bytes_in_flight + bytes) as f64 / self.goodput(cfg) * 1e6
+            + self.srtt(cfg) as f64 / 2.0
+    }
+
+    fn take(&mut self, id: BatchId) -> Option<Flight> {
+        let f = self.in_flight.remove(&id)?;
+        self.bytes_in_flight = self.bytes_in_flight.saturating_sub(f.bytes);
+        Some(f)
+    }
+
+    /// Any ack proves the link alive.
+    fn heard(&mut self) {
+        if self.state == LinkState::Suspect {
+            tracing::debug!("suspect link answered: up again");
+            self.state = LinkState::Up;
+        }
+    }
+}
+
+/// Bound on remembered moved sends per link (for late RTT samples), in units of `max_in_flight`.
+const LATE_FACTOR: usize = 4;
+/// A minimum RTT older than this is replaced by the next sample (the path may have changed).
+const MIN_RTT_WINDOW_US: u64 = 10_000_000;
+/// EWMA weight of a new goodput sample.
+const GOODPUT_GAIN: f64 = 0.25;
+
+impl Scheduler {
+    /// A scheduler for `links` links, all down.
+    pub fn new(cfg: SchedulerConfig, links: usize) -> Self {
+        Scheduler {
+            cfg,
+            links: (0..links).map(|_| Link::new()).collect(),
+            unsent: BTreeMap::new(),
+            next_heartbeat: 0,
+        }
+    }
+
+    /// A new batch of `bytes` to deliver, created at `created_us` (use 0 for backlog found at
+    /// start-up). `critical` batches are duplicated while the best link is poor.
+    pub fn add(&mut self, id: BatchId, created_us: u64, bytes: u64, critical: bool) {
         self.unsent.insert(
             id,
             Waiting {
                 created_us,
-                avoid: None,
+                bytes,
+                critical,
+                moved: false,
             },
         );
+    }
+
+    /// The real size of a batch handed out from the backlog (its size was assumed until now).
+    pub fn sized(&mut self, id: BatchId, bytes: u64) {
+        for l in &mut self.links {
+            if let Some(f) = l.in_flight.get_mut(&id) {
+                l.bytes_in_flight = (l.bytes_in_flight - f.bytes) + bytes;
+                f.bytes = bytes;
+            }
+        }
+        if let Some(w) = self.unsent.get_mut(&id) {
+            w.bytes = bytes;
+        }
     }
 
     /// The batch no longer needs delivering (evicted, or gone from the queue).
     pub fn forget(&mut self, id: BatchId) {
         self.unsent.remove(&id);
         for l in &mut self.links {
-            l.in_flight.remove(&id);
+            l.take(id);
+            l.late.remove(&id);
         }
     }
 
+    /// The link has a session.
     pub fn link_up(&mut self, link: usize) {
         if let Some(l) = self.links.get_mut(link)
-            && l.state != LinkState::Up
+            && l.state == LinkState::Down
         {
             l.state = LinkState::Up;
             l.counters.ups += 1;
+            l.backoff = 0;
+            l.last_send_us = None;
+            l.heartbeat = None;
         }
     }
 
-    /// The link is gone: everything in flight on it is sent again elsewhere.
+    /// The link lost its session: everything in flight on it is sent again elsewhere.
     pub fn link_down(&mut self, link: usize) {
         let Some(l) = self.links.get_mut(link) else {
             return;
         };
-        if l.state == LinkState::Up {
+        if l.state != LinkState::Down {
             l.counters.downs += 1;
         }
         l.state = LinkState::Down;
-        let moved: Vec<(BatchId, u64)> = l.in_flight.drain().collect();
-        l.counters.moved += moved.len() as u64;
-        for (id, _) in moved {
+        l.heartbeat = None;
+        // A new session never acks the old one's publishes.
+        l.late.clear();
+        self.move_all(link, false);
+    }
+
+    /// The radio band of the link's modem (see [`band_of`]).
+    pub fn radio(&mut self, link: usize, band: RadioBand) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.band = band;
+        }
+    }
+
+    /// Takes back everything in flight on `link` (not what another link still carries).
+    fn move_all(&mut self, link: usize, remember: bool) {
+        let cap = self.rto_us(link).saturating_mul(2);
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        let flights: Vec<(BatchId, Flight)> = l.in_flight.drain().collect();
+        l.bytes_in_flight = 0;
+        if remember {
+            if l.late.len() + flights.len() > LATE_FACTOR * self.cfg.max_in_flight.max(1) {
+                l.late.clear();
+            }
+            for (id, f) in &flights {
+                if !f.ambiguous {
+                    l.late.insert(*id, (f.sent_us, cap));
+                }
+            }
+        }
+        for (id, f) in flights {
+            if self.links.iter().any(|o| o.in_flight.contains_key(&id)) {
+                continue;
+            }
+            self.links[link].counters.moved += 1;
             self.unsent.insert(
                 id,
                 Waiting {
                     created_us: 0,
-                    avoid: Some(link),
+                    bytes: f.bytes,
+                    critical: f.critical,
+                    moved: true,
                 },
             );
         }
     }
 
-    /// The broker acknowledged `id` on `link`. Returns true if the batch was still outstanding.
-    pub fn acked(&mut self, link: usize, id: BatchId) -> bool {
-        let mut outstanding = self.unsent.remove(&id).is_some();
-        for l in &mut self.links {
-            outstanding |= l.in_flight.remove(&id).is_some();
+    fn suspect(&mut self, link: usize) {
+        let l = &mut self.links[link];
+        if l.state == LinkState::Up {
+            l.state = LinkState::Suspect;
+            l.counters.suspects += 1;
+            tracing::debug!(link, "link suspect: ack overdue");
         }
-        if let Some(l) = self.links.get_mut(link) {
-            l.counters.acked += 1;
-            if !outstanding {
-                l.counters.duplicate_acks += 1;
+        l.backoff = l.backoff.saturating_add(1);
+        self.move_all(link, true);
+    }
+
+    /// The broker acknowledged `id` on `link` at `now_us`. Returns true if the batch was still
+    /// outstanding (false: a duplicate ack).
+    pub fn acked(&mut self, link: usize, id: BatchId, now_us: u64) -> bool {
+        let mut outstanding = self.unsent.remove(&id).is_some();
+        let mut mine = None;
+        for (i, l) in self.links.iter_mut().enumerate() {
+            if let Some(f) = l.take(id) {
+                outstanding = true;
+                if i == link {
+                    mine = Some(f);
+                }
+            }
+        }
+        let Some(l) = self.links.get_mut(link) else {
+            return outstanding;
+        };
+        l.heard();
+        l.counters.acked += 1;
+        if !outstanding {
+            l.counters.duplicate_acks += 1;
+        }
+        let late = l.late.remove(&id);
+        match mine {
+            Some(f) => {
+                l.delivered += f.bytes;
+                if !f.ambiguous {
+                    let rtt = now_us.saturating_sub(f.sent_us);
+                    l.rtt_sample(rtt, now_us);
+                    let rate = (l.delivered - f.delivered_at_send) as f64 * 1e6 / rtt.max(1) as f64;
+                    l.goodput = Some(match l.goodput {
+                        None => rate,
+                        Some(g) if f.app_limited && rate < g => g,
+                        Some(g) => g + GOODPUT_GAIN * (rate - g),
+                    });
+                }
+            }
+            None => {
+                if let Some((sent, cap)) = late {
+                    l.rtt_sample(now_us.saturating_sub(sent).min(cap), now_us);
+                }
             }
         }
         outstanding
+    }
+
+    /// The heartbeat `seq` was acknowledged on `link` at `now_us`.
+    pub fn heartbeat_acked(&mut self, link: usize, seq: u64, now_us: u64) {
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        l.heard();
+        l.counters.heartbeats_acked += 1;
+        if let Some((s, sent)) = l.heartbeat
+            && s == seq
+        {
+            l.heartbeat = None;
+            l.rtt_sample(now_us.saturating_sub(sent), now_us);
+        }
     }
 
     /// Whether `id` is in flight on some link or waiting here: the backlog reader must skip it.
@@ -159,99 +524,244 @@ impl Scheduler {
         self.unsent.contains_key(&id) || self.links.iter().any(|l| l.in_flight.contains_key(&id))
     }
 
-    /// Moves overdue batches back to the unsent set, lets live batches older than the live
-    /// window fall back to the backlog, and decides what to send now. `backlog(skip)` returns
-    /// the oldest undelivered batch for which `skip` is false.
+    /// Moves overdue batches, lets live batches older than the live window fall back to the
+    /// backlog, and decides what to send now. `backlog(skip)` returns the oldest undelivered
+    /// batch for which `skip` is false.
     pub fn poll(
         &mut self,
         now_us: u64,
         mut backlog: impl FnMut(&dyn Fn(BatchId) -> bool) -> Option<BatchId>,
-    ) -> Vec<Send> {
+    ) -> Vec<Action> {
         let window = self.cfg.live_window_us;
-        self.unsent
-            .retain(|_, w| w.created_us == 0 || now_us.saturating_sub(w.created_us) <= window);
-        for (li, l) in self.links.iter_mut().enumerate() {
-            let overdue: Vec<BatchId> = l
-                .in_flight
-                .iter()
-                .filter(|&(_, &sent)| now_us.saturating_sub(sent) >= self.cfg.ack_timeout_us)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in overdue {
-                l.in_flight.remove(&id);
-                l.counters.moved += 1;
-                self.unsent.insert(
-                    id,
-                    Waiting {
-                        created_us: 0,
-                        avoid: Some(li),
-                    },
-                );
-            }
-        }
+        self.unsent.retain(|_, w| {
+            w.moved || w.created_us == 0 || now_us.saturating_sub(w.created_us) <= window
+        });
         let mut out = Vec::new();
-        loop {
-            let has_room =
-                |l: &Link| l.state == LinkState::Up && l.in_flight.len() < self.cfg.max_in_flight;
-            if !self.links.iter().any(has_room) {
-                break;
-            }
-            let newest = self.unsent.last_key_value().map(|(id, w)| (*id, *w));
-            let pick = match newest {
-                Some((id, w))
-                    if w.created_us > 0
-                        && now_us.saturating_sub(w.created_us) <= self.cfg.live_window_us =>
-                {
-                    (id, w)
-                }
-                _ => {
-                    let waiting = self.unsent.first_key_value().map(|(id, w)| (*id, *w));
-                    let older = backlog(&|id| self.holds(id))
-                        .filter(|b| waiting.is_none_or(|(w, _)| *b < w));
-                    match (older, waiting) {
-                        (Some(b), _) => (
-                            b,
-                            Waiting {
-                                created_us: 0,
-                                avoid: None,
-                            },
-                        ),
-                        (None, Some(w)) => w,
-                        (None, None) => break,
-                    }
-                }
-            };
-            let (id, w) = pick;
-            let best = |skip: Option<usize>| {
-                self.links
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, l)| has_room(l) && Some(*i) != skip)
-                    .min_by_key(|(i, l)| (l.in_flight.len(), *i))
-                    .map(|(i, _)| i)
-            };
-            let Some(link) = best(w.avoid).or_else(|| best(None)) else {
+        self.check_overdue(now_us);
+        while let Some((id, w)) = self.next_batch(now_us, &mut backlog) {
+            let Some(primary) = self.pick(w.bytes, None) else {
                 break;
             };
             self.unsent.remove(&id);
-            let l = &mut self.links[link];
-            l.in_flight.insert(id, now_us);
-            l.counters.sent += 1;
-            out.push(Send { link, id });
+            self.send(primary, id, w, now_us);
+            out.push(Action::Send { link: primary, id });
+            if w.critical
+                && self.degraded()
+                && let Some(second) = self.pick_with_room(w.bytes, Some(primary))
+            {
+                self.send(second, id, w, now_us);
+                self.links[second].counters.duplicated += 1;
+                out.push(Action::Send { link: second, id });
+            }
         }
+        self.heartbeats(now_us, &mut out);
         out
     }
 
+    fn check_overdue(&mut self, now_us: u64) {
+        for i in 0..self.links.len() {
+            let l = &self.links[i];
+            if l.state == LinkState::Down {
+                continue;
+            }
+            let rto = l.rto(&self.cfg);
+            let batch_overdue = l
+                .in_flight
+                .values()
+                .any(|f| now_us.saturating_sub(f.sent_us) >= rto);
+            let hb_overdue = l
+                .heartbeat
+                .is_some_and(|(_, sent)| now_us.saturating_sub(sent) >= rto);
+            if hb_overdue {
+                let l = &mut self.links[i];
+                l.heartbeat = None;
+                l.counters.heartbeats_lost += 1;
+            }
+            if batch_overdue || hb_overdue {
+                self.suspect(i);
+            }
+        }
+    }
+
+    /// The batch to place next: moved first, then live (newest first), then the oldest of the
+    /// backlog and of what waits here.
+    fn next_batch(
+        &mut self,
+        now_us: u64,
+        backlog: &mut impl FnMut(&dyn Fn(BatchId) -> bool) -> Option<BatchId>,
+    ) -> Option<(BatchId, Waiting)> {
+        if let Some((id, w)) = self.unsent.iter().find(|(_, w)| w.moved) {
+            return Some((*id, *w));
+        }
+        if let Some((id, w)) = self.unsent.last_key_value()
+            && w.created_us > 0
+            && now_us.saturating_sub(w.created_us) <= self.cfg.live_window_us
+        {
+            return Some((*id, *w));
+        }
+        let waiting = self.unsent.first_key_value().map(|(id, w)| (*id, *w));
+        let older = backlog(&|id| self.holds(id)).filter(|b| waiting.is_none_or(|(w, _)| *b < w));
+        match older {
+            Some(b) => Some((
+                b,
+                Waiting {
+                    created_us: 0,
+                    bytes: self.cfg.backlog_batch_bytes,
+                    critical: false,
+                    moved: false,
+                },
+            )),
+            None => waiting,
+        }
+    }
+
+    /// Links that may take new batches: up, not draining (unusable band while another up link
+    /// is in a better band), and, with heartbeats on, measured (a fresh link answers its first
+    /// heartbeat before it carries batches, unless no up link has answered anything yet).
+    fn usable(&self) -> impl Iterator<Item = (usize, &Link)> {
+        let up = || self.links.iter().filter(|l| l.state == LinkState::Up);
+        let best_up = up().map(|l| l.band).max();
+        let probe_first = self.cfg.heartbeat_idle_us > 0 && up().any(|l| l.srtt_us.is_some());
+        self.links.iter().enumerate().filter(move |(_, l)| {
+            l.state == LinkState::Up
+                && (l.band > RadioBand::Unusable || best_up == Some(RadioBand::Unusable))
+                && (!probe_first || l.srtt_us.is_some())
+        })
+    }
+
+    /// Earliest completion: the usable link that completes `bytes` first, if it has room;
+    /// `None` (wait) when it has none.
+    fn pick(&self, bytes: u64, except: Option<usize>) -> Option<usize> {
+        let cfg = &self.cfg;
+        let (i, l) =
+            self.usable()
+                .filter(|(i, _)| Some(*i) != except)
+                .min_by(|(i, a), (j, b)| {
+                    a.completion(cfg, bytes)
+                        .total_cmp(&b.completion(cfg, bytes))
+                        .then(i.cmp(j))
+                })?;
+        l.has_room(cfg).then_some(i)
+    }
+
+    /// The usable link with room that completes `bytes` first.
+    fn pick_with_room(&self, bytes: u64, except: Option<usize>) -> Option<usize> {
+        let cfg = &self.cfg;
+        self.usable()
+            .filter(|(i, l)| Some(*i) != except && l.has_room(cfg))
+            .min_by(|(i, a), (j, b)| {
+                a.completion(cfg, bytes)
+                    .total_cmp(&b.completion(cfg, bytes))
+                    .then(i.cmp(j))
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// The best link (by radio band, up before suspect) is poor or worse, or suspect.
+    fn degraded(&self) -> bool {
+        self.links
+            .iter()
+            .filter(|l| l.state != LinkState::Down)
+            .max_by_key(|l| (l.band, l.state == LinkState::Up))
+            .is_some_and(|l| l.band <= RadioBand::Poor || l.state == LinkState::Suspect)
+    }
+
+    fn send(&mut self, link: usize, id: BatchId, w: Waiting, now_us: u64) {
+        let cfg = self.cfg;
+        let l = &mut self.links[link];
+        let ambiguous = l.late.remove(&id).is_some();
+        let app_limited = l.bytes_in_flight + w.bytes < l.window(&cfg) / 2;
+        l.in_flight.insert(
+            id,
+            Flight {
+                sent_us: now_us,
+                bytes: w.bytes,
+                critical: w.critical,
+                ambiguous,
+                delivered_at_send: l.delivered,
+                app_limited,
+            },
+        );
+        l.bytes_in_flight += w.bytes;
+        l.last_send_us = Some(now_us);
+        l.counters.sent += 1;
+    }
+
+    fn heartbeats(&mut self, now_us: u64, out: &mut Vec<Action>) {
+        let idle = self.cfg.heartbeat_idle_us;
+        if idle == 0 {
+            return;
+        }
+        for (link, l) in self.links.iter_mut().enumerate() {
+            // A suspect link is probed every interval (the newest probe is the one timed; any
+            // answer brings the link back), an up link with one probe at a time.
+            let due = l.state != LinkState::Down
+                && (l.heartbeat.is_none() || l.state == LinkState::Suspect)
+                && l.in_flight.is_empty()
+                && l.last_send_us
+                    .is_none_or(|t| now_us.saturating_sub(t) >= idle);
+            if due {
+                let seq = self.next_heartbeat;
+                self.next_heartbeat += 1;
+                l.heartbeat = Some((seq, now_us));
+                l.last_send_us = Some(now_us);
+                l.counters.heartbeats_sent += 1;
+                out.push(Action::Heartbeat { link, seq });
+            }
+        }
+    }
+
+    /// Batches waiting here (live or moved; the backlog stays in the queue).
     pub fn unsent(&self) -> usize {
         self.unsent.len()
     }
 
+    /// Batches in flight on `link`.
     pub fn in_flight(&self, link: usize) -> usize {
         self.links.get(link).map_or(0, |l| l.in_flight.len())
     }
 
+    /// Bytes in flight on `link`.
+    pub fn bytes_in_flight(&self, link: usize) -> u64 {
+        self.links.get(link).map_or(0, |l| l.bytes_in_flight)
+    }
+
     pub fn state(&self, link: usize) -> LinkState {
         self.links.get(link).map_or(LinkState::Down, |l| l.state)
+    }
+
+    /// The radio band last given with [`Scheduler::radio`] (`Good` until then).
+    pub fn band(&self, link: usize) -> RadioBand {
+        self.links.get(link).map_or(RadioBand::Unusable, |l| l.band)
+    }
+
+    /// Smoothed RTT (µs), once sampled.
+    pub fn srtt_us(&self, link: usize) -> Option<u64> {
+        self.links.get(link).and_then(|l| l.srtt_us)
+    }
+
+    /// RTT variance (µs), once sampled.
+    pub fn rttvar_us(&self, link: usize) -> Option<u64> {
+        self.links
+            .get(link)
+            .and_then(|l| l.srtt_us.map(|_| l.rttvar_us))
+    }
+
+    /// The current retransmission timeout of `link` (µs), backoff included.
+    pub fn rto_us(&self, link: usize) -> u64 {
+        self.links
+            .get(link)
+            .map_or(self.cfg.initial_rto_us, |l| l.rto(&self.cfg))
+    }
+
+    /// Goodput estimate (bytes per second), once sampled.
+    pub fn goodput(&self, link: usize) -> Option<f64> {
+        self.links.get(link).and_then(|l| l.goodput)
+    }
+
+    /// The bytes-in-flight limit of `link`.
+    pub fn window_bytes(&self, link: usize) -> u64 {
+        self.links.get(link).map_or(0, |l| l.window(&self.cfg))
     }
 
     pub fn counters(&self, link: usize) -> LinkCounters {
@@ -265,210 +775,4 @@ impl Scheduler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use std::collections::BTreeSet;
-
-    const CFG: SchedulerConfig = SchedulerConfig {
-        max_in_flight: 4,
-        live_window_us: 200_000,
-        ack_timeout_us: 5_000_000,
-    };
-
-    fn id(seq: u64) -> BatchId {
-        BatchId { run: 1, seq }
-    }
-
-    /// No backlog beyond what the scheduler holds.
-    fn none(_: &dyn Fn(BatchId) -> bool) -> Option<BatchId> {
-        None
-    }
-
-    /// A backlog reader over a set of undelivered batches.
-    fn from(
-        set: &BTreeSet<BatchId>,
-    ) -> impl FnMut(&dyn Fn(BatchId) -> bool) -> Option<BatchId> + '_ {
-        move |skip| set.iter().find(|x| !skip(**x)).copied()
-    }
-
-    #[test]
-    fn nothing_goes_out_on_a_down_link() {
-        let mut s = Scheduler::new(CFG, 2);
-        s.add(id(0), 1);
-        assert!(s.poll(2, none).is_empty());
-        s.link_up(1);
-        assert_eq!(s.poll(3, none), vec![Send { link: 1, id: id(0) }]);
-    }
-
-    #[test]
-    fn live_first_then_backfill_oldest_first() {
-        let mut s = Scheduler::new(
-            SchedulerConfig {
-                max_in_flight: 1,
-                ..CFG
-            },
-            1,
-        );
-        // Backlog found in the queue at start-up: the scheduler does not hold it.
-        let mut queue: BTreeSet<BatchId> = (0..5).map(id).collect();
-        queue.insert(id(5));
-        s.add(id(5), 1_000_000); // fresh
-        s.link_up(0);
-        let first = s.poll(1_000_100, from(&queue));
-        assert_eq!(first, vec![Send { link: 0, id: id(5) }], "live batch first");
-        s.acked(0, id(5));
-        queue.remove(&id(5));
-        assert_eq!(
-            s.poll(1_000_200, from(&queue))[0].id,
-            id(0),
-            "then the oldest backlog"
-        );
-        s.acked(0, id(0));
-        queue.remove(&id(0));
-        s.add(id(6), 5_000_000);
-        queue.insert(id(6));
-        assert_eq!(
-            s.poll(5_000_001, from(&queue))[0].id,
-            id(6),
-            "a new live batch jumps the backlog"
-        );
-        s.acked(0, id(6));
-        queue.remove(&id(6));
-        assert_eq!(s.poll(5_000_002, from(&queue))[0].id, id(1));
-        assert_eq!(s.unsent(), 0, "backlog is never copied into the scheduler");
-    }
-
-    #[test]
-    fn an_outage_does_not_grow_memory() {
-        let mut s = Scheduler::new(CFG, 3);
-        let mut queue = BTreeSet::new();
-        // Ten minutes of 100 batches per second with every link down.
-        let mut now = 1;
-        for i in 0..60_000 {
-            now = 1 + i * 10_000;
-            s.add(id(i), now);
-            queue.insert(id(i));
-            assert!(s.poll(now, from(&queue)).is_empty());
-            assert!(s.unsent() <= 1 + (CFG.live_window_us / 10_000) as usize);
-        }
-        s.link_up(0);
-        let sends = s.poll(now + 1, from(&queue));
-        let ids: Vec<u64> = sends.iter().map(|x| x.id.seq).collect();
-        assert_eq!(
-            ids,
-            vec![59_999, 59_998, 59_997, 59_996],
-            "live batches first, newest first"
-        );
-        for x in &sends {
-            s.acked(x.link, x.id);
-            queue.remove(&x.id);
-        }
-        let later = now + CFG.live_window_us + 1;
-        let ids: Vec<u64> = s
-            .poll(later, from(&queue))
-            .iter()
-            .map(|x| x.id.seq)
-            .collect();
-        assert_eq!(ids, vec![0, 1, 2, 3], "then the backlog, oldest first");
-        assert_eq!(s.unsent(), 0);
-    }
-
-    #[test]
-    fn stripes_over_links_and_respects_in_flight_limit() {
-        let mut s = Scheduler::new(CFG, 3);
-        for l in 0..3 {
-            s.link_up(l);
-        }
-        for i in 0..20 {
-            s.add(id(i), 10);
-        }
-        let sends = s.poll(10, none);
-        assert_eq!(sends.len(), 12, "3 links × 4 in flight");
-        for l in 0..3 {
-            assert_eq!(sends.iter().filter(|x| x.link == l).count(), 4);
-        }
-        assert_eq!(s.unsent(), 8);
-    }
-
-    #[test]
-    fn link_down_moves_its_batches_to_another_link() {
-        let mut s = Scheduler::new(CFG, 2);
-        s.link_up(0);
-        s.add(id(0), 1);
-        assert_eq!(s.poll(1, none)[0].link, 0);
-        s.link_down(0);
-        s.link_up(1);
-        assert_eq!(s.poll(2, none), vec![Send { link: 1, id: id(0) }]);
-        assert_eq!(s.counters(0).moved, 1);
-    }
-
-    #[test]
-    fn overdue_ack_resends_and_late_ack_counts_as_duplicate() {
-        let mut s = Scheduler::new(CFG, 2);
-        s.link_up(0);
-        s.add(id(0), 1);
-        assert_eq!(s.poll(1, none)[0].link, 0);
-        s.link_up(1);
-        let again = s.poll(1 + CFG.ack_timeout_us, none);
-        assert_eq!(again, vec![Send { link: 1, id: id(0) }]);
-        assert!(s.acked(1, id(0)));
-        assert!(
-            !s.acked(0, id(0)),
-            "the first send's late ack is a duplicate"
-        );
-        assert_eq!(s.counters(0).duplicate_acks, 1);
-        assert!(s.idle());
-    }
-
-    proptest! {
-        /// Random link flaps, acks and timeouts: every batch is acked exactly once as
-        /// "outstanding", and once the links stay up everything drains.
-        #[test]
-        fn every_batch_is_delivered(ops in proptest::collection::vec((0u8..6, 0usize..3, 0u64..400_000), 1..300)) {
-            let mut s = Scheduler::new(CFG, 3);
-            let mut now = 1u64;
-            let mut next = 0u64;
-            let mut sent: Vec<Send> = Vec::new();
-            let mut delivered = BTreeSet::new();
-            // The queue: every batch added and not delivered.
-            let mut queue = BTreeSet::new();
-            for (op, link, dt) in ops {
-                now += dt;
-                match op {
-                    0 => { s.add(id(next), now); queue.insert(id(next)); next += 1; }
-                    1 => s.link_up(link),
-                    2 => s.link_down(link),
-                    3 | 4 => {
-                        // Ack the oldest thing sent on `link` (acks may be for stale sends).
-                        if let Some(pos) = sent.iter().position(|x| x.link == link) {
-                            let x = sent.remove(pos);
-                            if s.acked(x.link, x.id) {
-                                prop_assert!(delivered.insert(x.id), "delivered twice: {}", x.id);
-                            }
-                            queue.remove(&x.id);
-                        }
-                    }
-                    _ => {}
-                }
-                sent.extend(s.poll(now, from(&queue)));
-                // Bounded: live batches of one window, plus what links gave back.
-                prop_assert!(s.unsent() <= next as usize);
-            }
-            // Let everything drain on healthy links.
-            for l in 0..3 { s.link_up(l); }
-            for _ in 0..10_000 {
-                now += 1000;
-                sent.extend(s.poll(now, from(&queue)));
-                let Some(x) = sent.pop() else { break };
-                if s.acked(x.link, x.id) {
-                    prop_assert!(delivered.insert(x.id));
-                }
-                queue.remove(&x.id);
-            }
-            prop_assert!(s.idle());
-            prop_assert!(queue.is_empty());
-            prop_assert_eq!(delivered.len() as u64, next);
-        }
-    }
-}
+mod tests;

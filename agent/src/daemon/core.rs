@@ -3,10 +3,10 @@
 
 use crate::batch::Batcher;
 use crate::bond::link::{LinkCmd, LinkEvent};
-use crate::bond::scheduler::{Scheduler, SchedulerConfig};
-use crate::codec::{self, BatchId, Kind, RunBody};
+use crate::bond::scheduler::{Action, Scheduler, SchedulerConfig};
+use crate::codec::{self, BatchId, HeartbeatBody, Kind, RunBody};
 use crate::config::Config;
-use crate::diag::{LinkStatus, QueueStatus, SourceStatus, Status};
+use crate::diag::{LinkMetrics, LinkStatus, QueueStatus, SourceStatus, Status};
 use crate::queue::{BatchMeta, DiskFile, DiskStore, Queue, Recovery, SyncDone, SyncJob};
 use sensor_drivers::{Chunk, Reading, SourceStats};
 use std::collections::BTreeMap;
@@ -69,11 +69,18 @@ impl Core {
             .iter()
             .map(|_| Batcher::new(window_us, cfg.batch.max_samples))
             .collect();
+        let defaults = SchedulerConfig::default();
         let sched = Scheduler::new(
             SchedulerConfig {
                 max_in_flight,
                 live_window_us: 2 * window_us + 200_000,
-                ack_timeout_us: 10_000_000,
+                // Format version 1 has no heartbeat envelope: no heartbeats then.
+                heartbeat_idle_us: if cfg.batch.format_version >= 2 {
+                    defaults.heartbeat_idle_us
+                } else {
+                    0
+                },
+                ..defaults
             },
             links.len(),
         );
@@ -263,7 +270,7 @@ impl Core {
         let (res, gone) = self.queue.append(meta, encode);
         let now = crate::now_us();
         if let Some((id, payload)) = res {
-            self.sched.add(id, now);
+            self.sched.add(id, now, payload.len() as u64, false);
             self.cache_put(id, payload);
         }
         for g in gone {
@@ -276,7 +283,7 @@ impl Core {
             }
         }
         for (id, payload) in self.queue.take_notices() {
-            self.sched.add(id, now);
+            self.sched.add(id, now, payload.len() as u64, false);
             self.cache_put(id, payload);
         }
         if self.queue.wants_sync() {
@@ -302,16 +309,27 @@ impl Core {
     }
 
     fn dispatch(&mut self, now: u64) {
+        struct Send {
+            link: usize,
+            id: BatchId,
+        }
         let queue = &self.queue;
         let paused = now < self.backfill_paused_until;
-        let sends = self.sched.poll(now, |skip| {
+        let actions = self.sched.poll(now, |skip| {
             if paused {
                 None
             } else {
                 queue.oldest_undelivered(skip)
             }
         });
-        for send in sends {
+        for action in actions {
+            let send = match action {
+                Action::Send { link, id } => Send { link, id },
+                Action::Heartbeat { link, seq } => {
+                    self.heartbeat(link, seq, now);
+                    continue;
+                }
+            };
             let payload = match self.cache.get(&send.id) {
                 Some(p) => Some(p.clone()),
                 None => match self.queue.read(send.id) {
@@ -331,6 +349,8 @@ impl Core {
                 self.sched.forget(send.id);
                 continue;
             };
+            // Backlog batches were placed with an assumed size.
+            self.sched.sized(send.id, payload.len() as u64);
             let cmd = LinkCmd::Publish {
                 id: send.id,
                 payload,
@@ -339,6 +359,28 @@ impl Core {
                 // The link task is gone or swamped: treat the link as down; its batches move.
                 self.sched.link_down(send.link);
             }
+        }
+    }
+
+    /// Publishes the heartbeat `seq` the scheduler asked for on `link`: a `Heartbeat` envelope
+    /// telling the receiver the run's next sequence number and the backlog.
+    fn heartbeat(&mut self, link: usize, seq: u64, now: u64) {
+        let next_seq = self.queue.stats().next_seq;
+        let body = HeartbeatBody {
+            next_seq,
+            backlog_batches: self.queue.undelivered_count(),
+        };
+        let id = BatchId {
+            run: self.queue.run(),
+            seq: next_seq,
+        };
+        let env = codec::control_envelope(&self.cfg.vehicle, id, Kind::Heartbeat, now, &body);
+        let payload = Arc::new(codec::encode_version(&env, self.cfg.batch.format_version));
+        if self.links[link]
+            .try_send(LinkCmd::Heartbeat { seq, payload })
+            .is_err()
+        {
+            self.sched.link_down(link);
         }
     }
 
@@ -357,9 +399,12 @@ impl Core {
                 }
             }
             LinkEvent::Acked { link, id } => {
-                self.sched.acked(link, id);
+                self.sched.acked(link, id, crate::now_us());
                 self.queue.ack(id);
                 self.cache_remove(id);
+            }
+            LinkEvent::HeartbeatAcked { link, seq } => {
+                self.sched.heartbeat_acked(link, seq, crate::now_us());
             }
         }
     }
@@ -444,6 +489,7 @@ impl Core {
                         self.sched.counters(i),
                         self.link_errors[i].clone(),
                     )
+                    .with_metrics(LinkMetrics::of(&self.sched, i))
                 })
                 .collect(),
         };

@@ -3,7 +3,7 @@
 //! Protocol: connect to the socket, read one JSON document (the [`Status`]) until EOF. The same
 //! document is what `pitlink status --json` prints, so scripts and humans see the same data.
 
-use crate::bond::scheduler::{LinkCounters, LinkState};
+use crate::bond::scheduler::{LinkCounters, LinkState, RadioBand, Scheduler};
 use crate::queue::{QueueStats, Recovery};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -62,6 +62,44 @@ pub struct LinkStatus {
     #[serde(flatten)]
     pub counters: LinkCounters,
     pub last_error: Option<String>,
+    /// The scheduler's estimates for the link.
+    #[serde(flatten, default)]
+    pub metrics: LinkMetrics,
+}
+
+/// The scheduler's view of a link's path.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinkMetrics {
+    /// Smoothed RTT from acks (ms), once measured.
+    pub srtt_ms: Option<f64>,
+    /// RTT variance (ms), once measured.
+    pub rttvar_ms: Option<f64>,
+    /// Retransmission timeout (ms): an ack later than this moves the batch.
+    pub rto_ms: f64,
+    /// Goodput estimate (bytes acknowledged per second), once measured.
+    pub goodput_bytes_s: Option<f64>,
+    pub in_flight_bytes: u64,
+    /// Bytes-in-flight limit.
+    pub window_bytes: u64,
+    /// Radio band the scheduler uses for the link.
+    pub band: Option<RadioBand>,
+}
+
+impl LinkMetrics {
+    /// The estimates `sched` holds for `link`.
+    pub fn of(sched: &Scheduler, link: usize) -> LinkMetrics {
+        let ms = |us: u64| us as f64 / 1000.0;
+        LinkMetrics {
+            srtt_ms: sched.srtt_us(link).map(ms),
+            rttvar_ms: sched.rttvar_us(link).map(ms),
+            rto_ms: ms(sched.rto_us(link)),
+            goodput_bytes_s: sched.goodput(link),
+            in_flight_bytes: sched.bytes_in_flight(link),
+            window_bytes: sched.window_bytes(link),
+            band: Some(sched.band(link)),
+        }
+    }
 }
 
 impl LinkStatus {
@@ -79,11 +117,19 @@ impl LinkStatus {
             state: match state {
                 LinkState::Up => "up".into(),
                 LinkState::Down => "down".into(),
+                LinkState::Suspect => "suspect".into(),
             },
             in_flight: in_flight as u64,
             counters,
             last_error,
+            metrics: LinkMetrics::default(),
         }
+    }
+
+    /// With the scheduler's estimates.
+    pub fn with_metrics(mut self, metrics: LinkMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 

@@ -176,6 +176,7 @@ mod tests {
                 ..Default::default()
             },
             last_error: None,
+            metrics: Default::default(),
         });
         let text = render(&s);
         assert!(text.contains("vehicle car-9"), "{text}");
