@@ -567,26 +567,27 @@ impl Band {
     }
 
     /// The band of LTE metrics: the worst band among the known ones (SINR predicts throughput,
-    /// RSRP guards coverage, RSRQ load and interference); `None` when none is known.
+    /// RSRP guards coverage, RSRQ load and interference); missing or non-finite metrics are
+    /// ignored, `None` when none is left.
     pub fn lte(rsrp_dbm: Option<f64>, rsrq_db: Option<f64>, sinr_db: Option<f64>) -> Option<Band> {
         [
-            rsrp_dbm.map(|v| Band::of(v, [-85.0, -95.0, -105.0, -115.0])),
-            rsrq_db.map(|v| Band::of(v, [-10.0, -13.0, -16.0, -19.0])),
-            sinr_db.map(|v| Band::of(v, [13.0, 5.0, 0.0, -3.0])),
+            (rsrp_dbm, [-85.0, -95.0, -105.0, -115.0]),
+            (rsrq_db, [-10.0, -13.0, -16.0, -19.0]),
+            (sinr_db, [13.0, 5.0, 0.0, -3.0]),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(v, b)| v.filter(|v| v.is_finite()).map(|v| Band::of(v, b)))
         .min()
     }
 
     /// The band of NR metrics (SS-RSRP, SS-SINR), as [`Band::lte`].
     pub fn nr(rsrp_dbm: Option<f64>, sinr_db: Option<f64>) -> Option<Band> {
         [
-            rsrp_dbm.map(|v| Band::of(v, [-80.0, -90.0, -100.0, -110.0])),
-            sinr_db.map(|v| Band::of(v, [15.0, 5.0, 0.0, -5.0])),
+            (rsrp_dbm, [-80.0, -90.0, -100.0, -110.0]),
+            (sinr_db, [15.0, 5.0, 0.0, -5.0]),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(v, b)| v.filter(|v| v.is_finite()).map(|v| Band::of(v, b)))
         .min()
     }
 

@@ -95,48 +95,9 @@ pub enum LinkState {
     Suspect,
 }
 
-/// Radio quality band of a link's modem (RADIO.md §1.4), worst first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RadioBand {
-    /// Below every threshold: drain the link before it dies.
-    Unusable,
-    Poor,
-    Fair,
-    Good,
-    Excellent,
-}
-
-impl RadioBand {
-    fn from_thresholds(v: f64, [e, g, f, p]: [f64; 4]) -> RadioBand {
-        if v >= e {
-            RadioBand::Excellent
-        } else if v >= g {
-            RadioBand::Good
-        } else if v >= f {
-            RadioBand::Fair
-        } else if v >= p {
-            RadioBand::Poor
-        } else {
-            RadioBand::Unusable
-        }
-    }
-}
-
-/// The LTE band of RADIO.md §1.4: the worst of the RSRP (dBm), RSRQ (dB) and SINR (dB) bands.
-/// Missing or non-finite metrics are ignored; `None` if none is usable.
-pub fn band_of(rsrp: Option<f64>, rsrq: Option<f64>, sinr: Option<f64>) -> Option<RadioBand> {
-    const RSRP: [f64; 4] = [-85.0, -95.0, -105.0, -115.0];
-    const RSRQ: [f64; 4] = [-10.0, -13.0, -16.0, -19.0];
-    const SINR: [f64; 4] = [13.0, 5.0, 0.0, -3.0];
-    [(rsrp, RSRP), (rsrq, RSRQ), (sinr, SINR)]
-        .into_iter()
-        .filter_map(|(v, t)| {
-            v.filter(|v| v.is_finite())
-                .map(|v| RadioBand::from_thresholds(v, t))
-        })
-        .min()
-}
+/// Radio quality band of a link's modem (RADIO.md §1.4), worst first; see
+/// [`modem_hal::radio::Band::lte`].
+pub use modem_hal::radio::Band as RadioBand;
 
 /// Per-link counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,7 +367,7 @@ impl Scheduler {
         self.move_all(link, false);
     }
 
-    /// The radio band of the link's modem (see [`band_of`]).
+    /// The radio band of the link's modem (see [`RadioBand::lte`]).
     pub fn radio(&mut self, link: usize, band: RadioBand) {
         if let Some(l) = self.links.get_mut(link) {
             l.band = band;

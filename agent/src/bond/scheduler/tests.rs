@@ -541,8 +541,8 @@ fn goodput_follows_the_delivery_rate() {
 }
 
 #[test]
-fn lte_bands_follow_radio_md() {
-    let b = |p, q, s| band_of(Some(p), Some(q), Some(s));
+fn lte_bands_follow_radio_md_as_the_scheduler_uses_them() {
+    let b = |p, q, s| RadioBand::lte(Some(p), Some(q), Some(s));
     assert_eq!(b(-80.0, -8.0, 20.0), Some(RadioBand::Excellent));
     assert_eq!(b(-85.0, -10.0, 13.0), Some(RadioBand::Excellent), "edges");
     assert_eq!(b(-85.1, -8.0, 20.0), Some(RadioBand::Good));
@@ -555,15 +555,15 @@ fn lte_bands_follow_radio_md() {
     assert_eq!(b(-80.0, -8.0, -1.0), Some(RadioBand::Poor), "SINR");
     assert_eq!(b(-80.0, -8.0, -3.5), Some(RadioBand::Unusable), "SINR");
     assert_eq!(
-        band_of(None, None, Some(6.0)),
+        RadioBand::lte(None, None, Some(6.0)),
         Some(RadioBand::Good),
         "missing metrics are ignored"
     );
     assert_eq!(
-        band_of(Some(f64::NAN), None, Some(-1.0)),
+        RadioBand::lte(Some(f64::NAN), None, Some(-1.0)),
         Some(RadioBand::Poor)
     );
-    assert_eq!(band_of(None, Some(f64::INFINITY), None), None);
+    assert_eq!(RadioBand::lte(None, Some(f64::INFINITY), None), None);
     assert!(RadioBand::Unusable < RadioBand::Poor && RadioBand::Good < RadioBand::Excellent);
 }
 
