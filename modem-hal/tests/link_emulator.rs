@@ -191,3 +191,44 @@ async fn a_slow_link_pushes_back_on_the_sender() {
     );
     assert!(link.counters().bytes_up < 200_000, "{:?}", link.counters());
 }
+
+#[tokio::test]
+async fn a_connection_given_up_during_an_outage_never_reaches_the_far_end() {
+    // The far end counts the connections it sees.
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let up = l.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((_s, _)) = l.accept().await {
+            s2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut p = fast();
+    p.up = false;
+    let link = LinkEmulator::spawn("127.0.0.1:0".parse().expect("addr"), up, p, 6)
+        .await
+        .expect("spawn");
+    let mut s = TcpStream::connect(link.addr()).await.expect("connect");
+    s.write_all(b"CONNECT").await.expect("write");
+    drop(s);
+    // The relay notices the client left, then the link comes back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while link.counters().connections < 1 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    link.blackhole(false);
+    // A fresh connection is carried; the abandoned one never was.
+    let mut s = TcpStream::connect(link.addr()).await.expect("connect");
+    s.write_all(b"x").await.expect("write");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the live connection arrives");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(link.counters().bytes_up, 1, "{:?}", link.counters());
+}

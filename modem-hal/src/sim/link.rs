@@ -225,10 +225,39 @@ async fn relay(
     seed: u64,
 ) -> std::io::Result<()> {
     reset.mark_unchanged();
-    let mut server = TcpStream::connect(upstream).await?;
     let mut client = client;
+    // A connection opened while the link is down gets nowhere: nothing reaches the far end
+    // until the link is up, and if the client gives up first, the far end never hears of it
+    // (a SYN lost in a dead radio path, not a ghost session replayed later).
+    let mut early = Vec::new();
+    let mut p = params.clone();
+    loop {
+        if p.borrow_and_update().up {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        tokio::select! {
+            r = client.read(&mut buf), if early.len() < BUFFER_BYTES => match r {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(n) => early.extend_from_slice(&buf[..n]),
+            },
+            r = p.changed() => if r.is_err() { return Ok(()) },
+            _ = reset.changed() => {
+                counters.resets.fetch_add(1, Ordering::Relaxed);
+                socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO))?;
+                return Ok(());
+            }
+        }
+    }
+    let mut server = TcpStream::connect(upstream).await?;
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
+    if !early.is_empty() {
+        server.write_all(&early).await?;
+        counters
+            .bytes_up
+            .fetch_add(early.len() as u64, Ordering::Relaxed);
+    }
     let cut = {
         let (cr, cw) = client.split();
         let (sr, sw) = server.split();
@@ -301,8 +330,9 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             };
             c.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
-        if eof && held == 0 {
-            // Pass the half-close on and let the other direction finish.
+        if eof && held == 0 && p.up {
+            // Pass the half-close on (not through a blackhole) and let the other direction
+            // finish.
             to.shutdown().await?;
             return Ok(());
         }
