@@ -225,7 +225,10 @@ async fn a_connection_given_up_during_an_outage_never_reaches_the_far_end() {
     s.write_all(b"x").await.expect("write");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while seen.load(std::sync::atomic::Ordering::SeqCst) < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "the live connection arrives");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the live connection arrives"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -77,6 +77,8 @@ pub struct ConfigKnobs {
     pub flush_ms: u64,
     /// Further `[[sources]]` tables, as TOML text appended to the file.
     pub extra_sources: String,
+    /// Broker address (`address` key) of each link, in order; missing ones use `[broker]`.
+    pub link_addresses: Vec<std::net::SocketAddr>,
 }
 
 impl Default for ConfigKnobs {
@@ -87,6 +89,7 @@ impl Default for ConfigKnobs {
             segment_mb: 8,
             flush_ms: 100,
             extra_sources: String::new(),
+            link_addresses: Vec::new(),
         }
     }
 }
@@ -134,8 +137,11 @@ pub fn write_config_with(
         broker_socket.display(),
         dir.join("pitlink.sock").display()
     );
-    for l in links {
+    for (i, l) in links.iter().enumerate() {
         t.push_str(&format!("\n[[links]]\nname = \"{l}\"\n"));
+        if let Some(a) = queue.link_addresses.get(i) {
+            t.push_str(&format!("address = \"{a}\"\n"));
+        }
     }
     for s in sources {
         t.push_str(&format!(
