@@ -30,6 +30,37 @@ pub struct Config {
     pub links: Vec<LinkConfig>,
     /// Sensor sources. At least one.
     pub sources: Vec<SourceConfig>,
+    /// Radio polling of the links' modems and the tower policy.
+    #[serde(default)]
+    pub towers: TowersConfig,
+}
+
+/// `[towers]`: how the links' modems are polled and whether the tower policy may lock cells.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TowersConfig {
+    /// Let the policy lock and release cells (false: modems are only read).
+    pub policy: bool,
+    /// How often each modem's serving and neighbour cells are read.
+    pub poll_ms: u64,
+    /// The learned cell map's state file.
+    pub map: PathBuf,
+    /// Most (location, cell) entries the map keeps.
+    pub map_max_entries: usize,
+    /// Thresholds of the policy.
+    pub rules: crate::towers::policy::PolicyConfig,
+}
+
+impl Default for TowersConfig {
+    fn default() -> Self {
+        TowersConfig {
+            policy: true,
+            poll_ms: 1000,
+            map: PathBuf::from("/var/lib/pitlink/cells.map"),
+            map_max_entries: 50_000,
+            rules: crate::towers::policy::PolicyConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -558,6 +589,21 @@ impl Config {
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
+        if !(100..=60_000).contains(&self.towers.poll_ms) {
+            return Err((
+                vec![K("towers"), K("poll_ms")],
+                format!(
+                    "poll_ms = {} is out of range; allowed: 100 to 60000",
+                    self.towers.poll_ms
+                ),
+            ));
+        }
+        if self.towers.map_max_entries == 0 {
+            return Err((
+                vec![K("towers"), K("map_max_entries")],
+                "map_max_entries must be at least 1".into(),
+            ));
+        }
         if !valid_name(&self.vehicle) {
             return Err((
                 vec![K("vehicle")],

@@ -6,6 +6,7 @@
 //! waits (bounded) for outstanding acks, makes everything durable, then the links disconnect.
 
 mod core;
+pub mod modems;
 mod sources;
 
 use crate::bond::link::{LinkCmd, LinkEvent, LinkTask};

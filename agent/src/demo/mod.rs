@@ -108,6 +108,10 @@ pub fn demo_config(dir: &Path, broker_socket: &Path) -> Config {
             synth("chassis", 8, 500, Waveform::Noise),
             synth("suspension", 4, 1000, Waveform::Saw),
         ],
+        towers: crate::config::TowersConfig {
+            map: dir.join("cells.map"),
+            ..Default::default()
+        },
     }
 }
 

@@ -9,7 +9,7 @@ use modem_hal::modem::{Capabilities, CommandOutcome, Identity, Modem, ModemError
 use modem_hal::radio::{NeighbourCell, Registration, ServingCell};
 use serde::Serialize;
 
-use crate::config::{LinkConfig, SinrUnit};
+use crate::config::LinkConfig;
 
 /// What to ask or tell the modem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,79 +91,15 @@ pub struct Done {
 
 /// Runs `action` against `link`'s modem and returns what to print.
 pub async fn run(link: &LinkConfig, action: &Action, json: bool) -> Result<String> {
-    if let Some(path) = &link.modem {
-        if !path.exists() {
-            bail!(
-                "link '{}': the modem's AT port {} does not exist (is the modem plugged in? is the path in [[links]] modem right?)",
-                link.name,
-                path.display()
-            );
-        }
-        let mut cfg = modem_hal::at::transport::PortConfig::new(path.clone());
-        // The CLI asks once: fail fast instead of waiting for a port that keeps vanishing.
-        cfg.reopen_max = Duration::from_secs(1);
-        let handle = modem_hal::at::transport::AtPort::spawn(cfg);
-        let opts = modem_hal::at::parse::ParseOptions {
-            qeng_lte_sinr: match link.modem_sinr {
-                SinrUnit::Db => modem_hal::at::parse::SinrScale::Db,
-                SinrUnit::Fifths => modem_hal::at::parse::SinrScale::Fifths,
-            },
-            ..Default::default()
-        };
-        let modem = modem_hal::modem::AtModem::with_options(handle, opts);
-        let backend = format!("AT {}", path.display());
-        return ask(&modem, &link.name, &backend, action, json).await;
-    }
-    if let Some(which) = &link.modemmanager {
-        return ask_modemmanager(link, which, action, json).await;
-    }
-    bail!(
-        "link '{}' has no modem: set modem = \"/dev/ttyUSB2\" (its AT port) or modemmanager = \"first\" in its [[links]] table",
-        link.name
-    )
-}
-
-#[cfg(not(feature = "modemmanager"))]
-async fn ask_modemmanager(
-    link: &LinkConfig,
-    _which: &str,
-    _action: &Action,
-    _json: bool,
-) -> Result<String> {
-    bail!(
-        "link '{}' uses ModemManager, but this pitlink was built without the modemmanager feature",
-        link.name
-    )
-}
-
-#[cfg(feature = "modemmanager")]
-async fn ask_modemmanager(
-    link: &LinkConfig,
-    which: &str,
-    action: &Action,
-    json: bool,
-) -> Result<String> {
-    use modem_hal::mm::{MmConfig, MmModem, ModemSelector};
-    let select = match which {
-        "first" => ModemSelector::First,
-        // Modem indexes are small; IMEIs have 14 to 16 digits.
-        n if n.len() < 8 => ModemSelector::Index(n.parse().unwrap_or(0)),
-        imei => ModemSelector::Imei(imei.to_string()),
+    // The CLI asks once: fail fast instead of waiting for a port that keeps vanishing.
+    let Some(modem) = crate::daemon::modems::open(link, Duration::from_secs(1)).await? else {
+        bail!(
+            "link '{}' has no modem: set modem = \"/dev/ttyUSB2\" (its AT port) or modemmanager = \"first\" in its [[links]] table",
+            link.name
+        );
     };
-    let modem = MmModem::connect_system(MmConfig {
-        select,
-        ..Default::default()
-    })
-    .await
-    .with_context(|| format!("link '{}': ModemManager modem {which}", link.name))?;
-    ask(
-        &modem,
-        &link.name,
-        &format!("ModemManager {which}"),
-        action,
-        json,
-    )
-    .await
+    let backend = crate::daemon::modems::describe(link).unwrap_or_default();
+    ask(&modem, &link.name, &backend, action, json).await
 }
 
 /// Runs `action` on `modem` and renders the result.

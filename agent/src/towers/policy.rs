@@ -149,16 +149,16 @@ pub struct PolicyConfig {
     /// ... and the serving SINR by this much (dB).
     pub sinr_margin_db: f64,
     /// ... continuously for this long.
-    #[serde(with = "humantime_serde_ms")]
+    #[serde(rename = "time_to_trigger_ms", with = "humantime_serde_ms")]
     pub time_to_trigger: Duration,
     /// A modem is left alone this long after it switched.
-    #[serde(with = "humantime_serde_ms")]
+    #[serde(rename = "min_dwell_ms", with = "humantime_serde_ms")]
     pub min_dwell: Duration,
     /// Release a locked modem after this long in band Poor or worse.
-    #[serde(with = "humantime_serde_ms")]
+    #[serde(rename = "release_after_poor_ms", with = "humantime_serde_ms")]
     pub release_after_poor: Duration,
     /// How long a lock or release keeps the modem re-attaching (one modem at a time).
-    #[serde(with = "humantime_serde_ms")]
+    #[serde(rename = "reattach_ms", with = "humantime_serde_ms")]
     pub reattach: Duration,
     /// Margin penalty of a cell that already serves another of the car's modems (dB).
     pub diversity_penalty_db: f64,
@@ -167,12 +167,12 @@ pub struct PolicyConfig {
     pub diversity_sinr_slack_db: f64,
     /// Release a locked modem after this long in band Unusable or without service (counted
     /// after the re-attach window of the lock).
-    #[serde(with = "humantime_serde_ms")]
+    #[serde(rename = "release_after_unusable_ms", with = "humantime_serde_ms")]
     pub release_after_unusable: Duration,
     /// Use the learned map to switch ahead of a known bad stretch.
     pub predictive: bool,
     /// How far ahead (in time at the current speed) the map is consulted.
-    #[serde(with = "humantime_serde_ms")]
+    #[serde(rename = "lookahead_ms", with = "humantime_serde_ms")]
     pub lookahead: Duration,
     /// A cell is locked only if heard at least this strongly now (dBm).
     pub min_lock_rsrp_dbm: f64,
