@@ -40,6 +40,15 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Show the tower policy: each modem's serving and locked cell, the learned map, the last
+    /// decisions with their reasons.
+    Towers {
+        #[arg(long)]
+        json: bool,
+        /// Diagnostics socket (default: [diag] socket of the config, else /run/pitlink/pitlink.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Receive batches from the broker (cloud side): deduplicate, account for gaps, write JSONL.
     Receive(Box<ReceiveArgs>),
     /// Run the whole flow locally: simulated sensors, three links, its own broker, a receiver.
@@ -483,6 +492,30 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string(&st)?);
             } else {
                 print!("{}", crate::diag::render(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Towers { json, socket } => {
+            let path = socket
+                .or_else(|| Config::load(&cli.config).ok().map(|c| c.diag.socket))
+                .unwrap_or_else(|| crate::config::DiagConfig::default().socket);
+            let st = crate::diag::fetch(&path)?;
+            if json {
+                let mut t = serde_json::to_value(&st.towers)?;
+                // Each modem's radio beside its cells.
+                if let Some(mods) = t.get_mut("modems").and_then(|m| m.as_array_mut()) {
+                    for m in mods {
+                        let radio = st
+                            .links
+                            .iter()
+                            .find(|l| Some(l.name.as_str()) == m["link"].as_str())
+                            .and_then(|l| l.radio.clone());
+                        m["radio"] = serde_json::to_value(radio)?;
+                    }
+                }
+                println!("{t}");
+            } else {
+                print!("{}", crate::diag::towers::render(&st));
             }
             Ok(ExitCode::SUCCESS)
         }

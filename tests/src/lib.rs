@@ -79,6 +79,8 @@ pub struct ConfigKnobs {
     pub extra_sources: String,
     /// Broker address (`address` key) of each link, in order; missing ones use `[broker]`.
     pub link_addresses: Vec<std::net::SocketAddr>,
+    /// AT port (`modem` key) of each link, in order; missing ones have no modem.
+    pub link_modems: Vec<PathBuf>,
 }
 
 impl Default for ConfigKnobs {
@@ -90,6 +92,7 @@ impl Default for ConfigKnobs {
             flush_ms: 100,
             extra_sources: String::new(),
             link_addresses: Vec::new(),
+            link_modems: Vec::new(),
         }
     }
 }
@@ -141,6 +144,9 @@ pub fn write_config_with(
         t.push_str(&format!("\n[[links]]\nname = \"{l}\"\n"));
         if let Some(a) = queue.link_addresses.get(i) {
             t.push_str(&format!("address = \"{a}\"\n"));
+        }
+        if let Some(m) = queue.link_modems.get(i) {
+            t.push_str(&format!("modem = \"{}\"\n", m.display()));
         }
     }
     for s in sources {

@@ -5,9 +5,11 @@ use crate::batch::Batcher;
 use crate::bond::link::{LinkCmd, LinkEvent};
 use crate::bond::scheduler::{Action, Scheduler, SchedulerConfig};
 use crate::codec::{self, BatchId, HeartbeatBody, Kind, RunBody};
-use crate::config::Config;
+use crate::config::{Config, SourceKind};
+use crate::daemon::radio::RadioShared;
 use crate::diag::{LinkMetrics, LinkStatus, QueueStatus, SourceStatus, Status};
 use crate::queue::{BatchMeta, DiskFile, DiskStore, Queue, Recovery, SyncDone, SyncJob};
+use crate::towers::map::Fix;
 use sensor_drivers::{Chunk, Reading, SourceStats};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,6 +43,23 @@ pub struct Core {
     sync_pending: bool,
     /// Backfill pauses briefly after a read error instead of retrying every tick.
     backfill_paused_until: u64,
+    /// What the modems report (radio bands, per-link radio, towers).
+    radio: Arc<RadioShared>,
+    /// The radio bands last given to the scheduler.
+    bands: Vec<Option<crate::bond::scheduler::RadioBand>>,
+    /// The car's position from the NMEA sources, for the tower policy.
+    gps: watch::Sender<Option<Fix>>,
+    /// The fix being assembled from an NMEA source's channels.
+    fix: PartialFix,
+}
+
+/// Latitude, longitude, speed and course as they arrive on an NMEA source's channels.
+#[derive(Debug, Clone, Copy, Default)]
+struct PartialFix {
+    lat: Option<f64>,
+    lon: Option<f64>,
+    speed_mps: f64,
+    course_deg: f64,
 }
 
 impl std::fmt::Debug for Core {
@@ -62,6 +81,8 @@ impl Core {
         status_tx: watch::Sender<Status>,
         max_in_flight: usize,
         drain_timeout: Duration,
+        radio: Arc<RadioShared>,
+        gps: watch::Sender<Option<Fix>>,
     ) -> Self {
         let window_us = cfg.batch.window_ms * 1000;
         let batchers = cfg
@@ -105,6 +126,10 @@ impl Core {
             sync_jobs: None,
             sync_pending: false,
             backfill_paused_until: 0,
+            radio,
+            bands: vec![None; n_links],
+            gps,
+            fix: PartialFix::default(),
         }
     }
 
@@ -195,7 +220,10 @@ impl Core {
                 }
                 Some(done) = sync_done.recv() => self.finish_sync(done),
                 _ = flush.tick() => self.start_sync(),
-                _ = status.tick() => self.publish_status(),
+                _ = status.tick() => {
+                    self.follow_radio();
+                    self.publish_status();
+                }
                 // Shutdown only stops the sources; the core notices when their channel closes.
                 _ = shutdown.cancelled(), if sources_open && !shutdown.is_cancelled() => {}
             }
@@ -229,12 +257,61 @@ impl Core {
     }
 
     fn on_chunk(&mut self, c: Chunk) {
+        if self
+            .cfg
+            .sources
+            .get(c.source)
+            .is_some_and(|s| s.kind == SourceKind::Nmea)
+        {
+            self.track_position(&c.readings);
+        }
         let closed = match self.batchers.get_mut(c.source) {
             Some(b) => b.push(&c.readings, c.at_us),
             None => return,
         };
         for b in closed {
             self.commit(c.source, b);
+        }
+    }
+
+    /// Follows an NMEA source's latitude, longitude, speed and course channels and publishes
+    /// each complete fix for the tower policy.
+    fn track_position(&mut self, readings: &[Reading]) {
+        use sensor_drivers::nmea::channel;
+        let mut changed = false;
+        for r in readings {
+            if let Reading::Value(s) = r {
+                match s.channel {
+                    channel::LATITUDE => self.fix.lat = Some(s.value),
+                    channel::LONGITUDE => self.fix.lon = Some(s.value),
+                    channel::SPEED => self.fix.speed_mps = s.value,
+                    channel::COURSE => self.fix.course_deg = s.value,
+                    _ => continue,
+                }
+                changed = true;
+            }
+        }
+        if changed && let (Some(lat), Some(lon)) = (self.fix.lat, self.fix.lon) {
+            self.gps.send_replace(Some(Fix {
+                lat,
+                lon,
+                speed_mps: self.fix.speed_mps,
+                heading_deg: self.fix.course_deg,
+            }));
+        }
+    }
+
+    /// Gives the scheduler the radio band of each link's modem when it changes.
+    fn follow_radio(&mut self) {
+        let st = self.radio.snapshot();
+        for (i, r) in st.links.iter().enumerate() {
+            let band = r.as_ref().and_then(|r| r.quality);
+            if let Some(b) = band
+                && self.bands.get(i) != Some(&Some(b))
+            {
+                self.sched.radio(i, b);
+                self.bands[i] = Some(b);
+            }
         }
     }
 
@@ -449,7 +526,9 @@ impl Core {
             }
             self.last_rate.0 = now;
         }
+        let radio = self.radio.snapshot();
         let status = Status {
+            towers: radio.towers,
             vehicle: self.cfg.vehicle.clone(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -490,6 +569,7 @@ impl Core {
                         self.link_errors[i].clone(),
                     )
                     .with_metrics(LinkMetrics::of(&self.sched, i))
+                    .with_radio(radio.links.get(i).cloned().flatten())
                 })
                 .collect(),
         };

@@ -7,6 +7,7 @@
 
 mod core;
 pub mod modems;
+pub mod radio;
 mod sources;
 
 use crate::bond::link::{LinkCmd, LinkEvent, LinkTask};
@@ -158,6 +159,17 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
         }));
     }
 
+    // Modems → radio bands, towers.
+    let radio_shared = radio::RadioShared::new(cfg.links.len());
+    let (gps_tx, gps_rx) = watch::channel(None);
+    tasks.extend(radio::start(
+        &cfg,
+        radio_shared.clone(),
+        status_rx.clone(),
+        gps_rx,
+        links_stop.clone(),
+    ));
+
     let core = core::Core::new(
         cfg,
         queue,
@@ -167,6 +179,8 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
         status_tx,
         max_in_flight,
         opts.drain_timeout,
+        radio_shared,
+        gps_tx,
     );
     let sd = shutdown.clone();
     let core = std::thread::Builder::new()

@@ -41,6 +41,7 @@ struct Started {
     scenario: String,
     lap_s: f64,
     modems: Vec<StartedModem>,
+    gps: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +93,7 @@ pub async fn run(opts: SimOptions, stop: impl std::future::Future<Output = ()>) 
                 link: sim.links().get(i).map(|l| l.addr()),
             })
             .collect(),
+        gps: sim.gps_path().to_path_buf(),
     };
     let mut out = std::io::stdout().lock();
     if opts.json {
@@ -113,6 +115,7 @@ pub async fn run(opts: SimOptions, stop: impl std::future::Future<Output = ()>) 
             }
             writeln!(out)?;
         }
+        writeln!(out, "  GPS (NMEA, 5 Hz): {}", started.gps.display())?;
         writeln!(out, "\nFor pitlink.toml:")?;
         for m in &started.modems {
             writeln!(
@@ -122,6 +125,11 @@ pub async fn run(opts: SimOptions, stop: impl std::future::Future<Output = ()>) 
                 m.path.display()
             )?;
         }
+        writeln!(
+            out,
+            "[[sources]]\nname = \"gps\"\nkind = \"nmea\"\ndevice = \"{}\"",
+            started.gps.display()
+        )?;
         writeln!(out, "\nStop with Ctrl-C.")?;
     }
     out.flush()?;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod modem;
 mod render;
+pub mod towers;
 pub use render::render;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,75 @@ pub struct Status {
     pub sources: Vec<SourceStatus>,
     pub queue: QueueStatus,
     pub links: Vec<LinkStatus>,
+    /// Modem polling and the tower policy.
+    #[serde(default)]
+    pub towers: TowersStatus,
+}
+
+/// What a link's modem reports, as last polled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinkRadio {
+    /// How the modem is reached (`AT /dev/...`, `ModemManager first`).
+    pub modem: String,
+    /// Radio access technology of the serving cell.
+    pub rat: Option<String>,
+    /// Serving cell state (`CONNECT`, `NOCONN`, `SEARCH`...).
+    pub state: Option<String>,
+    pub pci: Option<u16>,
+    pub earfcn: Option<u32>,
+    pub cell_id: Option<u64>,
+    pub tac: Option<u32>,
+    /// E-UTRA / NR band number.
+    pub band: Option<u16>,
+    pub rsrp_dbm: Option<f64>,
+    pub rsrq_db: Option<f64>,
+    pub sinr_db: Option<f64>,
+    /// Quality band of the metrics (RADIO.md §1.4).
+    pub quality: Option<RadioBand>,
+    /// Neighbour cells heard.
+    pub neighbours: usize,
+    /// The cell the tower policy locked the modem to.
+    pub locked: Option<crate::towers::policy::CellRef>,
+    /// The last poll's error (no service, modem gone...).
+    pub error: Option<String>,
+    /// When the modem was last read (µs since the epoch).
+    pub updated_us: u64,
+}
+
+/// The tower policy's view, for `pitlink towers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TowersStatus {
+    /// Whether the policy may lock and release cells (`[towers] policy`).
+    pub policy: bool,
+    /// Links with a modem, by link index.
+    pub modems: Vec<TowerModem>,
+    /// The last decisions, oldest first, with their reasons.
+    pub decisions: Vec<crate::towers::policy::Decision>,
+    /// Locks and releases so far.
+    pub switches: u64,
+    /// Commands the modems refused or that failed.
+    pub failures: u64,
+    /// The car's last GPS fix.
+    pub position: Option<crate::towers::map::Fix>,
+    /// The learned map: (location, cell) entries and 50 m squares covered.
+    pub map_entries: usize,
+    pub map_squares: usize,
+    /// The map's state file.
+    pub map_file: Option<PathBuf>,
+}
+
+/// One modem in [`TowersStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TowerModem {
+    pub link: String,
+    /// Serving cell (EARFCN/PCI).
+    pub serving: Option<crate::towers::policy::CellRef>,
+    pub locked: Option<crate::towers::policy::CellRef>,
+    /// Whether the modem can be locked to a cell (probed).
+    pub lockable: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,6 +135,9 @@ pub struct LinkStatus {
     /// The scheduler's estimates for the link.
     #[serde(flatten, default)]
     pub metrics: LinkMetrics,
+    /// The link's modem, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub radio: Option<LinkRadio>,
 }
 
 /// The scheduler's view of a link's path.
@@ -123,7 +196,14 @@ impl LinkStatus {
             counters,
             last_error,
             metrics: LinkMetrics::default(),
+            radio: None,
         }
+    }
+
+    /// With the link's modem radio.
+    pub fn with_radio(mut self, radio: Option<LinkRadio>) -> Self {
+        self.radio = radio;
+        self
     }
 
     /// With the scheduler's estimates.

@@ -177,6 +177,7 @@ mod tests {
             },
             last_error: None,
             metrics: Default::default(),
+            radio: None,
         });
         let text = render(&s);
         assert!(text.contains("vehicle car-9"), "{text}");

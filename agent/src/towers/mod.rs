@@ -40,6 +40,13 @@ pub enum Input {
         /// Serving and neighbour cells.
         obs: ModemObs,
     },
+    /// Whether a modem can be locked to a cell (its probed capabilities).
+    Lockable {
+        /// Modem index.
+        modem: usize,
+        /// It can.
+        lockable: bool,
+    },
     /// A command the modem refused.
     Failed {
         /// The command.
@@ -105,6 +112,7 @@ impl Towers {
                 }
                 self.policy.observe(*at_us, *modem, obs.clone());
             }
+            Input::Lockable { modem, lockable } => self.policy.lockable(*modem, *lockable),
             Input::Failed { command } => self.policy.failed(command),
             Input::Decide { at_us } => return self.policy.decide(*at_us, &self.map),
         }

@@ -222,6 +222,8 @@ pub struct ModemView {
     pub goodput_bps: f64,
     /// Whether the link is up.
     pub link_up: bool,
+    /// Whether the modem can be locked to a cell (false: never chosen for a lock).
+    pub lockable: bool,
     /// The current best candidate, whether it is a diversity move (the timers of the two
     /// kinds are separate), and since when.
     #[serde(skip)]
@@ -265,7 +267,13 @@ impl Policy {
     pub fn new(cfg: PolicyConfig, modems: usize) -> Self {
         Self {
             cfg,
-            modems: vec![ModemView::default(); modems],
+            modems: vec![
+                ModemView {
+                    lockable: true,
+                    ..ModemView::default()
+                };
+                modems
+            ],
             busy_until_us: 0,
             fix: None,
             log: VecDeque::new(),
@@ -306,6 +314,13 @@ impl Policy {
         if let Some(m) = self.modems.get_mut(modem) {
             m.link_up = up;
             m.goodput_bps = goodput_bps;
+        }
+    }
+
+    /// Whether `modem` can be locked to a cell at all (probed capability).
+    pub fn lockable(&mut self, modem: usize, lockable: bool) {
+        if let Some(m) = self.modems.get_mut(modem) {
+            m.lockable = lockable;
         }
     }
 
@@ -548,7 +563,7 @@ impl Policy {
                 (None, _) => None,
             };
             let m = &self.modems[i];
-            if self.dwelling(m, now_us) || Some(i) == best {
+            if !m.lockable || self.dwelling(m, now_us) || Some(i) == best {
                 continue;
             }
             let pick = match (beat, m.candidate) {
@@ -866,6 +881,17 @@ mod tests {
             .is_empty()
         );
         assert!(run(&mut q, 0, &poor, 0, 10).is_empty());
+    }
+
+    #[test]
+    fn a_modem_that_cannot_lock_is_never_chosen() {
+        let mut p = policy();
+        p.lockable(1, false);
+        let o = obs(
+            Some(cell(1300, 1, -100.0, 5.0)),
+            &[cell(1300, 2, -90.0, 12.0)],
+        );
+        assert!(run(&mut p, 1, &o, 0, 60).is_empty());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The simulated world running: a [`World`], one simulated modem per scenario modem on a PTY,
-//! and optionally one emulated link per modem in front of a broker, whose rate and latency
+//! a simulated GPS receiver on a PTY, and optionally one emulated link per modem in front of a
+//! broker, whose rate and latency
 //! follow the cell its modem is served by (every 100 ms). A lock that moves a modem to a
 //! better tower therefore really raises that link's throughput.
 
@@ -60,6 +61,7 @@ pub struct SimWorld {
     modems: Vec<SimHandle>,
     links: Vec<LinkControl>,
     state: Arc<Mutex<Vec<(LinkQuality, bool)>>>,
+    gps: super::gps::SimGps,
     _follow: Option<AbortOnDrop>,
 }
 
@@ -130,7 +132,9 @@ impl SimWorld {
                 }
             })));
         }
+        let gps = super::gps::SimGps::spawn(world.clone(), clock, dir, 5.0)?;
         let sw = Self {
+            gps,
             world,
             clock,
             modems,
@@ -157,6 +161,11 @@ impl SimWorld {
     /// The simulated modems, in scenario order.
     pub fn modems(&self) -> &[SimHandle] {
         &self.modems
+    }
+
+    /// The simulated GPS receiver's port (`<dir>/gps0`, NMEA RMC + GGA at 5 Hz).
+    pub fn gps_path(&self) -> &Path {
+        self.gps.path()
     }
 
     /// The emulated links (empty without a broker).

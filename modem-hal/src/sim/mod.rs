@@ -4,6 +4,7 @@
 
 pub mod drive;
 pub mod env;
+pub mod gps;
 pub mod link;
 pub mod modem;
 pub mod scenario;

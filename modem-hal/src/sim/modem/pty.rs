@@ -188,7 +188,7 @@ impl SimHandle {
 /// One PTY: the master (non-blocking, registered with tokio as a reader and, duplicated, as a
 /// writer) and the slave kept open so the master never reads EIO while no client has the port
 /// open. Dropping it closes every master descriptor: the client sees a hang-up.
-struct Port {
+pub(crate) struct Port {
     rx: pipe::Receiver,
     tx: pipe::Sender,
     _slave: OwnedFd,
@@ -196,7 +196,7 @@ struct Port {
 }
 
 impl Port {
-    fn open(link: &Path) -> io::Result<Self> {
+    pub(crate) fn open(link: &Path) -> io::Result<Self> {
         let p = openpty(None, None).map_err(io::Error::from)?;
         let mut t = tcgetattr(&p.slave).map_err(io::Error::from)?;
         cfmakeraw(&mut t);
@@ -232,7 +232,7 @@ impl Port {
 
     /// Writes `bytes`; when nobody reads the port for [`WRITE_STALL`] the rest is dropped
     /// (a full PTY buffer must not stall the modem).
-    async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
         match tokio::time::timeout(WRITE_STALL, self.write_inner(bytes)).await {
             Ok(r) => r,
             Err(_) => {
