@@ -252,6 +252,10 @@ pub struct SourceConfig {
     /// Name of the source, unique; appears in every reading's record on the receiver.
     pub name: String,
     pub kind: SourceKind,
+    /// Its batches are critical: while the best link's radio is poor (or the link is suspect),
+    /// each is sent on the two best links (the receiver removes the duplicate).
+    #[serde(default)]
+    pub critical: bool,
     /// synthetic: number of channels (1..=4096).
     pub channels: Option<u16>,
     /// synthetic: samples per second per channel (1..=10000).
@@ -318,6 +322,7 @@ impl SourceConfig {
         SourceConfig {
             name: name.to_string(),
             kind,
+            critical: false,
             channels: None,
             rate_hz: None,
             waveform: None,

@@ -366,3 +366,15 @@ fn modem_backends_are_exclusive_and_checked() {
         located(&bad)
     );
 }
+
+#[test]
+fn critical_applies_to_every_source_kind() {
+    let text = GOOD.replace(
+        "kind = \"synthetic\"",
+        "kind = \"synthetic\"\ncritical = true",
+    );
+    assert_ne!(text, GOOD);
+    let cfg = parse(&text).expect("valid");
+    assert!(cfg.sources[0].critical);
+    assert!(!parse(GOOD).expect("valid").sources[0].critical);
+}

@@ -167,6 +167,7 @@ impl Core {
                 t_first_us: now,
                 t_last_us: now,
             },
+            false,
             |id| {
                 codec::encode_version(
                     &codec::control_envelope(&vehicle, id, Kind::Run, now, &body),
@@ -329,10 +330,11 @@ impl Core {
             return;
         }
         let name = self.cfg.sources[source].name.clone();
+        let critical = self.cfg.sources[source].critical;
         let vehicle = self.cfg.vehicle.clone();
         let meta = BatchMeta::of_readings(&samples);
         let version = self.cfg.batch.format_version;
-        self.append(meta, |id| {
+        self.append(meta, critical, |id| {
             codec::encode_version(
                 &codec::data_envelope_for(version, &vehicle, id, &name, &samples),
                 version,
@@ -343,11 +345,11 @@ impl Core {
     /// Appends to the queue and registers the batch with the scheduler, together with the gap
     /// notices the queue wrote (for batches the disk cap evicted, or found damaged); evicted
     /// batches are forgotten.
-    fn append(&mut self, meta: BatchMeta, encode: impl FnOnce(BatchId) -> Vec<u8>) {
+    fn append(&mut self, meta: BatchMeta, critical: bool, encode: impl FnOnce(BatchId) -> Vec<u8>) {
         let (res, gone) = self.queue.append(meta, encode);
         let now = crate::now_us();
         if let Some((id, payload)) = res {
-            self.sched.add(id, now, payload.len() as u64, false);
+            self.sched.add(id, now, payload.len() as u64, critical);
             self.cache_put(id, payload);
         }
         for g in gone {
