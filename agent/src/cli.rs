@@ -480,7 +480,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             init_logging("info");
-            runtime()?.block_on(run_daemon(cfg))?;
+            runtime()?.block_on(run_daemon(cfg, &cli.config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json, socket } => {
@@ -884,26 +884,53 @@ async fn wait_for_signal() {
     }
 }
 
-async fn run_daemon(cfg: Config) -> Result<()> {
+/// Runs the daemon until SIGTERM or SIGINT. SIGHUP re-reads `path`: a valid new
+/// configuration replaces the running pipeline (sources, links, thresholds; the queue on disk
+/// carries the undelivered data over, and the new run re-sends it); an invalid one is rejected
+/// with one log line and the running configuration stays.
+async fn run_daemon(mut cfg: Config, path: &std::path::Path) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let daemon = crate::daemon::start(cfg, crate::daemon::StartOptions::default())?;
-    tracing::info!("pitlink running (pid {})", std::process::id());
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let stop = daemon.shutdown.clone();
-    tokio::spawn(async move {
-        loop {
+    loop {
+        let daemon = crate::daemon::start(cfg.clone(), crate::daemon::StartOptions::default())?;
+        tracing::info!("pitlink running (pid {})", std::process::id());
+        let stop = daemon.shutdown.clone();
+        let mut done = Box::pin(daemon.wait());
+        let next = loop {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => tracing::warn!("SIGHUP: configuration reload is not implemented yet; restart the service to apply a new configuration"),
+                r = &mut done => {
+                    r?;
+                    anyhow::bail!("the pipeline stopped by itself");
+                }
+                _ = term.recv() => break None,
+                _ = int.recv() => break None,
+                _ = hup.recv() => match Config::load(path) {
+                    Ok(new) if new == cfg => {
+                        tracing::info!("SIGHUP: {} is unchanged", path.display());
+                    }
+                    Ok(new) => break Some(new),
+                    Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+                },
+            }
+        };
+        match next {
+            None => {
+                tracing::info!("stopping: draining the pipeline");
+                stop.cancel();
+                done.await?;
+                break;
+            }
+            Some(new) => {
+                tracing::info!("SIGHUP: reloading {}", path.display());
+                stop.cancel();
+                done.await?;
+                cfg = new;
+                tracing::info!("configuration reloaded");
             }
         }
-        tracing::info!("stopping: draining the pipeline");
-        stop.cancel();
-    });
-    daemon.wait().await?;
+    }
     tracing::info!("pitlink stopped");
     Ok(())
 }
