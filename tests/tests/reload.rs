@@ -48,7 +48,7 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one() -> Re
         "car-hup",
         broker.socket(),
         &["a", "b"],
-        &[engine.clone()],
+        std::slice::from_ref(&engine),
     )?;
     let mut d = start_daemon(dir.path(), &cfg)?;
     let socket = dir.path().join("pitlink.sock");
