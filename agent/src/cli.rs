@@ -40,6 +40,34 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Show the running agent's sources: rates, errors, drops, reconnects.
+    Sources {
+        #[arg(long)]
+        json: bool,
+        /// Diagnostics socket (default: [diag] socket of the config, else /run/pitlink/pitlink.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Show the running agent's queue: depth, oldest undelivered, disk use, evictions, recovery.
+    Queue {
+        #[arg(long)]
+        json: bool,
+        /// Diagnostics socket (default: [diag] socket of the config, else /run/pitlink/pitlink.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// A live view of the running agent, refreshed every interval until Ctrl-C.
+    Top {
+        /// Refresh interval.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Diagnostics socket (default: [diag] socket of the config, else /run/pitlink/pitlink.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Stop after this many refreshes (default: until Ctrl-C).
+        #[arg(long, hide = true)]
+        count: Option<u64>,
+    },
     /// Show the tower policy: each modem's serving and locked cell, the learned map, the last
     /// decisions with their reasons.
     Towers {
@@ -413,11 +441,31 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("'{s}': {e} (examples: 500ms, 20s, 2m)"))
 }
 
+/// Logs to the systemd journal (with priorities and fields) when the process runs under
+/// systemd with its output connected to the journal (`JOURNAL_STREAM`), else to stderr.
+/// `PITLINK_LOG` sets the filter (`info`, `pitlink=debug`, ...).
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PITLINK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("PITLINK_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+    };
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journal) = tracing_journald::layer()
+    {
+        let journal = journal.with_syslog_identifier("pitlink".into());
+        if tracing_subscriber::registry()
+            .with(filter())
+            .with(journal)
+            .try_init()
+            .is_ok()
+        {
+            return;
+        }
+    }
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
@@ -442,6 +490,13 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The diagnostics socket: `--socket`, else the config's `[diag] socket`, else the default.
+fn status_socket(socket: Option<PathBuf>, config: &std::path::Path) -> PathBuf {
+    socket
+        .or_else(|| Config::load(config).ok().map(|c| c.diag.socket))
+        .unwrap_or_else(|| crate::config::DiagConfig::default().socket)
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -492,6 +547,61 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string(&st)?);
             } else {
                 print!("{}", crate::diag::render(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sources { json, socket } => {
+            let st = crate::diag::fetch(&status_socket(socket, &cli.config))?;
+            if json {
+                println!("{}", serde_json::to_string(&st.sources)?);
+            } else {
+                print!("{}", crate::diag::render_sources(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue { json, socket } => {
+            let st = crate::diag::fetch(&status_socket(socket, &cli.config))?;
+            if json {
+                println!("{}", serde_json::to_string(&st.queue)?);
+            } else {
+                print!("{}", crate::diag::render_queue(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top {
+            interval,
+            socket,
+            count,
+        } => {
+            let path = status_socket(socket, &cli.config);
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let mut n = 0u64;
+            loop {
+                let screen = match crate::diag::fetch(&path) {
+                    Ok(st) => {
+                        let mut t = crate::diag::render(&st);
+                        if !st.towers.modems.is_empty() {
+                            t.push('\n');
+                            t.push_str(&crate::diag::towers::render(&st));
+                        }
+                        t
+                    }
+                    Err(e) => format!(
+                        "{e:#}\n(retrying every {})\n",
+                        humantime::format_duration(interval)
+                    ),
+                };
+                if tty {
+                    print!("\x1b[H\x1b[2J");
+                }
+                print!("{screen}");
+                use std::io::Write as _;
+                std::io::stdout().flush()?;
+                n += 1;
+                if count.is_some_and(|c| n >= c) {
+                    break;
+                }
+                std::thread::sleep(interval);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -160,6 +160,48 @@ fn status_command_shows_the_running_daemon() -> Result<()> {
         text.contains("vehicle car-status") && text.contains("SOURCES") && text.contains("wwan0"),
         "{text}"
     );
+    // The sections on their own, as JSON and text.
+    let run = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new(pitlink_bin())
+            .args(["--config", &cfg])
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let sources: serde_json::Value = serde_json::from_str(&run(&["sources", "--json"])?)?;
+    assert_eq!(sources[0]["name"], "s1", "{sources}");
+    assert!(
+        sources[0]["readings_per_s"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{sources}"
+    );
+    let queue: serde_json::Value = serde_json::from_str(&run(&["queue", "--json"])?)?;
+    assert!(
+        queue["delivered_batches"].as_u64().unwrap_or(0) > 0,
+        "{queue}"
+    );
+    assert!(
+        queue["dir"].as_str().is_some_and(|d| d.ends_with("queue")),
+        "{queue}"
+    );
+    let t = run(&["sources"])?;
+    assert!(
+        t.starts_with("SOURCES") && t.contains("s1") && !t.contains("QUEUE"),
+        "{t}"
+    );
+    let t = run(&["queue"])?;
+    assert!(
+        t.starts_with("QUEUE") && t.contains("undelivered") && !t.contains("SOURCES"),
+        "{t}"
+    );
+    let t = run(&["top", "--interval", "100ms", "--count", "2"])?;
+    assert_eq!(t.matches("vehicle car-status").count(), 2, "{t}");
     stop_daemon(&mut d, Duration::from_secs(10))?;
 
     // With the daemon gone, status says what to check.

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 pub mod modem;
 mod render;
 pub mod towers;
-pub use render::render;
+pub use render::{render, render_queue, render_sources};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {

@@ -22,7 +22,38 @@ pub fn render(s: &Status) -> String {
         "vehicle {}   pitlink {}   pid {}   up {:.0} s   run {}",
         s.vehicle, s.version, s.pid, up, s.queue.stats.run
     );
-    let _ = writeln!(o, "\nSOURCES");
+    o.push('\n');
+    o.push_str(&render_sources(s));
+    o.push('\n');
+    o.push_str(&render_queue(s));
+    let _ = writeln!(o, "\nLINKS");
+    let _ = writeln!(
+        o,
+        "  {:<10} {:<10} {:<5} {:>9} {:>9} {:>9} {:>7} {:>6}  last error",
+        "name", "interface", "state", "in flight", "sent", "acked", "moved", "downs"
+    );
+    for l in &s.links {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:<10} {:<5} {:>9} {:>9} {:>9} {:>7} {:>6}  {}",
+            l.name,
+            l.interface.as_deref().unwrap_or("-"),
+            l.state,
+            l.in_flight,
+            l.counters.sent,
+            l.counters.acked,
+            l.counters.moved,
+            l.counters.downs,
+            l.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    o
+}
+
+/// The SOURCES section (`pitlink sources`).
+pub fn render_sources(s: &Status) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "SOURCES");
     let _ = writeln!(
         o,
         "  {:<16} {:<10} {:<24} {:>4} {:>12} {:>10} {:>8} {:>8} {:>8} {:>6} {:>8}",
@@ -67,8 +98,14 @@ pub fn render(s: &Status) -> String {
             let _ = writeln!(o, "  {:<16} last error: {e}", "");
         }
     }
+    o
+}
+
+/// The QUEUE section (`pitlink queue`).
+pub fn render_queue(s: &Status) -> String {
+    let mut o = String::new();
     let q = &s.queue.stats;
-    let _ = writeln!(o, "\nQUEUE  {}", s.queue.dir.display());
+    let _ = writeln!(o, "QUEUE  {}", s.queue.dir.display());
     let _ = writeln!(
         o,
         "  undelivered {} batches ({} live waiting), backlog since {}   disk {:.1} / {:.0} MiB in {} segments",
@@ -111,27 +148,6 @@ pub fn render(s: &Status) -> String {
         r.truncated_bytes,
         r.damaged_batches
     );
-    let _ = writeln!(o, "\nLINKS");
-    let _ = writeln!(
-        o,
-        "  {:<10} {:<10} {:<5} {:>9} {:>9} {:>9} {:>7} {:>6}  last error",
-        "name", "interface", "state", "in flight", "sent", "acked", "moved", "downs"
-    );
-    for l in &s.links {
-        let _ = writeln!(
-            o,
-            "  {:<10} {:<10} {:<5} {:>9} {:>9} {:>9} {:>7} {:>6}  {}",
-            l.name,
-            l.interface.as_deref().unwrap_or("-"),
-            l.state,
-            l.in_flight,
-            l.counters.sent,
-            l.counters.acked,
-            l.counters.moved,
-            l.counters.downs,
-            l.last_error.as_deref().unwrap_or("-")
-        );
-    }
     o
 }
 
