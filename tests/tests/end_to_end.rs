@@ -129,7 +129,20 @@ fn status_command_shows_the_running_daemon() -> Result<()> {
         rate_hz: 100,
         waveform: "saw",
     };
-    let cfg = write_config(dir.path(), "car-status", broker.socket(), &["wwan0"], &[s1])?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let cfg = write_config_with(
+        dir.path(),
+        "car-status",
+        broker.socket(),
+        &["wwan0"],
+        &[s1],
+        &ConfigKnobs {
+            extra_sources: format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+            ..ConfigKnobs::default()
+        },
+    )?;
     let mut d = start_daemon(dir.path(), &cfg)?;
     let cfg = cfg.to_str().expect("utf-8").to_string();
     std::thread::sleep(Duration::from_millis(1500));
@@ -202,6 +215,34 @@ fn status_command_shows_the_running_daemon() -> Result<()> {
     );
     let t = run(&["top", "--interval", "100ms", "--count", "2"])?;
     assert_eq!(t.matches("vehicle car-status").count(), 2, "{t}");
+    // Prometheus metrics.
+    let scrape = |path: &str| -> Result<String> {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())?;
+        let mut r = String::new();
+        c.read_to_string(&mut r)?;
+        Ok(r)
+    };
+    let m = scrape("/metrics")?;
+    assert!(m.starts_with("HTTP/1.1 200 OK"), "{m}");
+    let readings = |m: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with("pitlink_source_readings_total{source=\"s1\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let first = readings(&m);
+    assert!(first > 0.0, "{m}");
+    assert!(m.contains("pitlink_link_up{link=\"wwan0\"} 1"), "{m}");
+    assert!(
+        m.contains("# TYPE pitlink_queue_delivered_batches_total counter"),
+        "{m}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(readings(&scrape("/metrics")?) > first, "the counter moves");
+    assert!(scrape("/")?.starts_with("HTTP/1.1 404"));
     stop_daemon(&mut d, Duration::from_secs(10))?;
 
     // With the daemon gone, status says what to check.

@@ -33,6 +33,17 @@ pub struct Config {
     /// Radio polling of the links' modems and the tower policy.
     #[serde(default)]
     pub towers: TowersConfig,
+    /// Prometheus metrics endpoint (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: a Prometheus `/metrics` endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve `http://ADDR/metrics` on, e.g. `127.0.0.1:9187`; unset: off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[towers]`: how the links' modems are polled and whether the tower policy may lock cells.

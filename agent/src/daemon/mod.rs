@@ -148,6 +148,16 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
     }
     drop(event_tx);
 
+    if let Some(listen) = cfg.metrics.listen {
+        let rx = status_rx.clone();
+        let stop = links_stop.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::diag::metrics::serve(listen, rx, stop).await {
+                tracing::error!("metrics disabled: {e:#}");
+            }
+        }));
+    }
+
     if opts.diag_socket {
         let path = cfg.diag.socket.clone();
         let rx = status_rx.clone();

@@ -112,6 +112,7 @@ pub fn demo_config(dir: &Path, broker_socket: &Path) -> Config {
             map: dir.join("cells.map"),
             ..Default::default()
         },
+        metrics: Default::default(),
     }
 }
 

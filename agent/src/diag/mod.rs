@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub mod metrics;
 pub mod modem;
 mod render;
 pub mod towers;
