@@ -378,3 +378,94 @@ fn critical_applies_to_every_source_kind() {
     assert!(cfg.sources[0].critical);
     assert!(!parse(GOOD).expect("valid").sources[0].critical);
 }
+
+/// Keys of every table of the configuration, as the code (de)serialises them: section name
+/// ("" for the top level, "broker.tls", "links", ...) → keys.
+fn code_keys() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let text = GOOD.replace(
+        "port = 1883",
+        "port = 1883\n\n[broker.tls]\nca = \"/etc/ca.pem\"",
+    );
+    let cfg = parse(&text).expect("valid");
+    let v = serde_json::to_value(&cfg).expect("serialisable");
+    let mut out = std::collections::BTreeMap::new();
+    fn walk(
+        name: &str,
+        v: &serde_json::Value,
+        out: &mut std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    ) {
+        let Some(obj) = v.as_object() else { return };
+        out.entry(name.to_string()).or_default();
+        for (k, val) in obj {
+            let child = if name.is_empty() {
+                k.clone()
+            } else {
+                format!("{name}.{k}")
+            };
+            match val {
+                serde_json::Value::Object(_) => walk(&child, val, out),
+                // Arrays of tables ([[links]], [[sources]]): the keys of their first element.
+                serde_json::Value::Array(a) if a.first().is_some_and(|x| x.is_object()) => {
+                    walk(&child, &a[0], out)
+                }
+                _ => {
+                    out.get_mut(name).expect("entry").insert(k.clone());
+                }
+            }
+        }
+    }
+    walk("", &v, &mut out);
+    out
+}
+
+/// Keys documented in docs/configuration.md, by section (the first column of each table).
+fn doc_keys() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .expect("docs/configuration.md");
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut section = String::new();
+    for line in text.lines() {
+        if line.starts_with("## ") || line.starts_with("### ") {
+            section = match (line.find('`'), line.rfind('`')) {
+                (Some(a), Some(b)) if b > a => line[a + 1..b].trim_matches(['[', ']']).to_string(),
+                _ => String::new(),
+            };
+            continue;
+        }
+        if let Some(row) = line.strip_prefix("| `") {
+            let cell = format!("`{}", row.split(" |").next().unwrap_or(""));
+            for (i, part) in cell.split('`').enumerate() {
+                if i % 2 == 1 {
+                    out.entry(section.clone())
+                        .or_default()
+                        .insert(part.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn docs_configuration_md_documents_exactly_the_keys_of_the_code() {
+    let code = code_keys();
+    let docs = doc_keys();
+    for (section, keys) in &code {
+        let documented = docs.get(section).cloned().unwrap_or_default();
+        let missing: Vec<_> = keys.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(keys).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "[{section}] in docs/configuration.md: undocumented keys {missing:?}, documented keys the code does not have {extra:?}"
+        );
+    }
+    for section in docs.keys() {
+        assert!(
+            code.contains_key(section),
+            "docs/configuration.md documents a table [{section}] the code does not have"
+        );
+    }
+}
