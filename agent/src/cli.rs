@@ -56,6 +56,24 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Live readings of a source of the running agent: SOURCE, SOURCE/CHANNEL or SOURCE/0xCANID;
+    /// CAN frames are decoded with --dbc.
+    Tail {
+        /// What to show: `engine`, `engine/3`, `can0/0x1A0`.
+        spec: String,
+        /// Decode CAN frames with this DBC file.
+        #[arg(long, value_name = "FILE")]
+        dbc: Option<PathBuf>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many lines.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Diagnostics socket (default: [diag] socket of the config, else /run/pitlink/pitlink.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// A live view of the running agent, refreshed every interval until Ctrl-C.
     Top {
         /// Refresh interval.
@@ -567,6 +585,26 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 print!("{}", crate::diag::render_queue(&st));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail {
+            spec,
+            dbc,
+            json,
+            count,
+            socket,
+        } => {
+            let path = status_socket(socket, &cli.config);
+            let mut out = std::io::stdout().lock();
+            match crate::diag::tail::run(&path, &spec, dbc.as_deref(), json, count, &mut out) {
+                // A closed pipe (`| head`) ends the tail quietly.
+                Err(e)
+                    if e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+                {
+                    Ok(ExitCode::SUCCESS)
+                }
+                r => r.map(|()| ExitCode::SUCCESS),
+            }
         }
         Command::Top {
             interval,

@@ -51,6 +51,8 @@ pub struct Core {
     gps: watch::Sender<Option<Fix>>,
     /// The fix being assembled from an NMEA source's channels.
     fix: PartialFix,
+    /// Live readings for `pitlink tail` (sent only while someone listens).
+    tail: tokio::sync::broadcast::Sender<crate::diag::TailChunk>,
 }
 
 /// Latitude, longitude, speed and course as they arrive on an NMEA source's channels.
@@ -83,6 +85,7 @@ impl Core {
         drain_timeout: Duration,
         radio: Arc<RadioShared>,
         gps: watch::Sender<Option<Fix>>,
+        tail: tokio::sync::broadcast::Sender<crate::diag::TailChunk>,
     ) -> Self {
         let window_us = cfg.batch.window_ms * 1000;
         let batchers = cfg
@@ -130,6 +133,7 @@ impl Core {
             bands: vec![None; n_links],
             gps,
             fix: PartialFix::default(),
+            tail,
         }
     }
 
@@ -258,6 +262,12 @@ impl Core {
     }
 
     fn on_chunk(&mut self, c: Chunk) {
+        if self.tail.receiver_count() > 0 {
+            let _ = self.tail.send(crate::diag::TailChunk {
+                source: c.source,
+                readings: Arc::new(c.readings.clone()),
+            });
+        }
         if self
             .cfg
             .sources

@@ -158,12 +158,14 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
         }));
     }
 
+    let (tail_tx, _) = tokio::sync::broadcast::channel(1024);
     if opts.diag_socket {
         let path = cfg.diag.socket.clone();
         let rx = status_rx.clone();
         let stop = links_stop.clone();
+        let tail = tail_tx.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::diag::serve(path, rx, stop).await {
+            if let Err(e) = crate::diag::serve(path, rx, tail, stop).await {
                 tracing::error!("diagnostics socket disabled: {e:#}");
             }
         }));
@@ -191,6 +193,7 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
         opts.drain_timeout,
         radio_shared,
         gps_tx,
+        tail_tx,
     );
     let sd = shutdown.clone();
     let core = std::thread::Builder::new()

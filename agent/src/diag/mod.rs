@@ -8,12 +8,13 @@ use crate::queue::{QueueStats, Recovery};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 pub mod metrics;
 pub mod modem;
 mod render;
+pub mod tail;
 pub mod towers;
 pub use render::{render, render_queue, render_sources};
 
@@ -218,6 +219,7 @@ impl LinkStatus {
 pub async fn serve(
     path: PathBuf,
     status: watch::Receiver<Status>,
+    tail: broadcast::Sender<TailChunk>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
@@ -240,17 +242,131 @@ pub async fn serve(
         tokio::select! {
             _ = stop.cancelled() => break,
             acc = listener.accept() => {
-                let Ok((mut conn, _)) = acc else { continue };
-                let doc = serde_json::to_vec(&*status.borrow()).unwrap_or_default();
+                let Ok((conn, _)) = acc else { continue };
+                let (status, tail, stop) = (status.clone(), tail.clone(), stop.clone());
                 tokio::spawn(async move {
-                    let _ = conn.write_all(&doc).await;
-                    let _ = conn.shutdown().await;
+                    let _ = answer(conn, status, tail, stop).await;
                 });
             }
         }
     }
     let _ = std::fs::remove_file(&path);
     Ok(())
+}
+
+/// Live readings of one source for `pitlink tail`: the core sends each chunk a source hands
+/// over while someone listens.
+#[derive(Debug, Clone)]
+pub struct TailChunk {
+    /// Index of the source in the configuration.
+    pub source: usize,
+    /// Its readings.
+    pub readings: std::sync::Arc<Vec<sensor_drivers::Reading>>,
+}
+
+/// One line of a `tail` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TailLine {
+    /// A value of channel `ch`.
+    Value { t_us: u64, ch: u16, v: f64 },
+    /// A CAN frame: identifier, flags (`sensor_drivers::can::flags`), length, payload in hex.
+    Frame {
+        t_us: u64,
+        id: u32,
+        flags: u8,
+        len: u8,
+        data: String,
+    },
+    /// This many chunks were skipped because the reader was too slow.
+    Lagged { lagged: u64 },
+    /// The request cannot be served.
+    Error { error: String },
+}
+
+/// One connection: a request line (`status`, or `tail <source>`) within 200 ms, else the
+/// status (so `socat - UNIX-CONNECT:...` shows it too).
+async fn answer(
+    conn: tokio::net::UnixStream,
+    status: watch::Receiver<Status>,
+    tail: broadcast::Sender<TailChunk>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let (r, mut w) = conn.into_split();
+    let mut reader = tokio::io::BufReader::new(r.take(512));
+    let mut line = String::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        reader.read_line(&mut line),
+    )
+    .await;
+    let Some(source) = line.trim().strip_prefix("tail ").map(str::trim) else {
+        let doc = serde_json::to_vec(&*status.borrow()).unwrap_or_default();
+        w.write_all(&doc).await?;
+        return w.shutdown().await;
+    };
+    let names: Vec<String> = status
+        .borrow()
+        .sources
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let Some(index) = names.iter().position(|n| n == source) else {
+        let e = TailLine::Error {
+            error: format!(
+                "no source '{source}'; the sources are: {}",
+                names.join(", ")
+            ),
+        };
+        w.write_all(&serde_json::to_vec(&e).unwrap_or_default())
+            .await?;
+        w.write_all(b"\n").await?;
+        return w.shutdown().await;
+    };
+    let mut rx = tail.subscribe();
+    let mut out = Vec::new();
+    loop {
+        let chunk = tokio::select! {
+            _ = stop.cancelled() => return w.shutdown().await,
+            c = rx.recv() => c,
+        };
+        out.clear();
+        match chunk {
+            Ok(c) if c.source == index => {
+                for r in c.readings.iter() {
+                    let l = match r {
+                        sensor_drivers::Reading::Value(s) => TailLine::Value {
+                            t_us: s.t_us,
+                            ch: s.channel,
+                            v: s.value,
+                        },
+                        sensor_drivers::Reading::Frame(f) => TailLine::Frame {
+                            t_us: f.t_us,
+                            id: f.frame.id,
+                            flags: f.frame.flags,
+                            len: f.frame.len,
+                            data: f
+                                .frame
+                                .payload()
+                                .iter()
+                                .map(|b| format!("{b:02X}"))
+                                .collect(),
+                        },
+                    };
+                    let _ = serde_json::to_writer(&mut out, &l);
+                    out.push(b'\n');
+                }
+            }
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let _ = serde_json::to_writer(&mut out, &TailLine::Lagged { lagged: n });
+                out.push(b'\n');
+            }
+            Err(broadcast::error::RecvError::Closed) => return w.shutdown().await,
+        }
+        w.write_all(&out).await?;
+    }
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -268,6 +384,11 @@ pub fn fetch(path: &Path) -> anyhow::Result<Status> {
         )
     })?;
     conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    {
+        use std::io::Write;
+        // Old daemons ignore the request line and send the status anyway.
+        let _ = conn.write_all(b"status\n");
+    }
     let mut buf = Vec::new();
     conn.read_to_end(&mut buf)?;
     serde_json::from_slice(&buf).map_err(|e| {
