@@ -100,8 +100,15 @@ pub enum Command {
     /// Run the whole flow locally: simulated sensors, three links, its own broker, a receiver.
     Demo {
         /// How long the sources run (e.g. 20s, 2m).
-        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
         duration: Duration,
+        /// A candump log to replay (looped) as source can0 (default: the RAV4 capture of the
+        /// shared test data, when present).
+        #[arg(long, value_name = "FILE")]
+        candump: Option<PathBuf>,
+        /// The DBC of that log, for the receiver's decoded output.
+        #[arg(long, value_name = "FILE", requires = "candump")]
+        dbc: Option<PathBuf>,
         /// Print the summary as one JSON object on the last line of stdout.
         #[arg(long)]
         json: bool,
@@ -993,12 +1000,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo {
             duration,
+            candump,
+            dbc,
             json,
             keep,
         } => {
             init_logging("warn");
+            let can = match candump {
+                Some(log) => Some((log, dbc)),
+                None => crate::demo::default_can(),
+            };
             let summary = runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
                 duration,
+                can,
                 keep,
                 live: true,
             }))?;

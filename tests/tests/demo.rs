@@ -43,6 +43,16 @@ fn demo_delivers_every_sample_exactly_once_and_says_so() -> Result<()> {
         .map(|l| l["batches_acked"].as_u64().unwrap_or(0))
         .sum();
     assert!(acked >= n("batches_delivered"), "{s}");
+    // The world's figures are there; each link's emulated radio path carried its batches.
+    assert!(
+        s["tower_switches"].is_u64() && s["failovers"].is_u64(),
+        "{s}"
+    );
+    for l in links {
+        if l["batches_acked"].as_u64().unwrap_or(0) > 0 {
+            assert!(l["bytes"].as_u64().unwrap_or(0) > 0, "{l}");
+        }
+    }
     // Columnar bodies: well under the 8 bytes of a bare f64 per sample.
     let wire = s["wire_bytes_per_sample"].as_f64().context("wire bytes")?;
     assert!(wire > 0.0 && wire < 8.0, "{wire} wire bytes per sample");

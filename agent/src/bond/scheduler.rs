@@ -423,6 +423,7 @@ impl Scheduler {
     /// The broker acknowledged `id` on `link` at `now_us`. Returns true if the batch was still
     /// outstanding (false: a duplicate ack).
     pub fn acked(&mut self, link: usize, id: BatchId, now_us: u64) -> bool {
+        let cfg_initial = self.cfg.initial_goodput;
         let mut outstanding = self.unsent.remove(&id).is_some();
         let mut mine = None;
         for (i, l) in self.links.iter_mut().enumerate() {
@@ -449,7 +450,12 @@ impl Scheduler {
                     let rtt = now_us.saturating_sub(f.sent_us);
                     l.rtt_sample(rtt, now_us);
                     let rate = (l.delivered - f.delivered_at_send) as f64 * 1e6 / rtt.max(1) as f64;
+                    // An app-limited sample (the link had spare room) measures what was
+                    // offered, not what the path carries: it may raise the estimate, never
+                    // lower it, not even the first one below the initial guess, or a link
+                    // that carried one small batch would look too slow to be chosen again.
                     l.goodput = Some(match l.goodput {
+                        None if f.app_limited => rate.max(cfg_initial),
                         None => rate,
                         Some(g) if f.app_limited && rate < g => g,
                         Some(g) => g + GOODPUT_GAIN * (rate - g),

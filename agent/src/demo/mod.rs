@@ -1,9 +1,13 @@
-//! `pitlink demo`: the whole flow on one machine, no hardware and no system broker.
+//! `pitlink demo`: the whole simulated world on one machine, no hardware and no system broker.
 //!
-//! It starts a Mosquitto child process, the daemon (synthetic sources, three links) and the
-//! receiver in this process, shows a live status line, stops the sources after `duration`,
-//! lets the queue drain, and then counts what the receiver actually wrote to its JSONL file:
-//! every sample line is checked for duplicates, and loss is what was generated but neither
+//! It starts a Mosquitto child process; the track world of the shipped scenario with its three
+//! simulated modems and GPS receiver on PTYs and one emulated link per modem in front of the
+//! broker (rate and latency following each modem's serving cell); the daemon with synthetic
+//! 1 kHz sources, the RAV4 CAN capture replayed (when the shared test data is found), the GPS,
+//! the three links and the tower policy; and the receiver. A link failure is scripted at 15 s;
+//! the tower policy switches cells by itself. It shows a live view, stops the sources after
+//! `duration`, lets the queue drain, and then counts what the receiver actually wrote: every
+//! sample and frame line is checked for duplicates, and loss is what was generated but neither
 //! written nor reported evicted.
 
 pub mod broker;
@@ -28,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub duration: Duration,
+    /// A candump log to replay (looped) as source `can0`, with its DBC for the receiver.
+    pub can: Option<(PathBuf, Option<PathBuf>)>,
     /// Keep the demo's files (queue, broker log, received JSONL) in this directory.
     pub keep: Option<PathBuf>,
     /// Print the live status line (to stderr).
@@ -50,6 +56,10 @@ pub struct DemoSummary {
     pub wire_bytes_per_sample: f64,
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p99: Option<f64>,
+    /// Cell locks and releases the tower policy made.
+    pub tower_switches: u64,
+    /// Link failures survived (scripted blackholes, plus links the scheduler saw go down).
+    pub failovers: u64,
     pub links: Vec<DemoLink>,
     pub output: PathBuf,
 }
@@ -59,16 +69,44 @@ pub struct DemoLink {
     pub name: String,
     pub batches_acked: u64,
     pub batches_moved: u64,
+    /// Bytes the link's emulated radio path carried towards the broker.
+    pub bytes: u64,
+    /// Serving cell at the end (EARFCN/PCI).
+    pub cell: Option<String>,
 }
 
-/// The configuration the demo runs with (also a worked example of the file format).
-pub fn demo_config(dir: &Path, broker_socket: &Path) -> Config {
+/// The configuration the demo runs with (also a worked example of the file format): links
+/// through the world's emulated links with its simulated modems, the GPS, synthetic sources,
+/// and the CAN replay when given.
+pub fn demo_config(
+    dir: &Path,
+    broker_socket: &Path,
+    world: &modem_hal::sim::drive::SimWorld,
+    can: Option<&Path>,
+) -> Config {
     let synth = |name: &str, channels: u16, rate_hz: u32, w: Waveform| SourceConfig {
         channels: Some(channels),
         rate_hz: Some(rate_hz),
         waveform: Some(w),
         ..SourceConfig::new(name, SourceKind::Synthetic)
     };
+    let mut sources = vec![
+        synth("engine", 16, 1000, Waveform::Sine),
+        synth("chassis", 8, 500, Waveform::Noise),
+        synth("suspension", 4, 1000, Waveform::Saw),
+        SourceConfig {
+            device: Some(world.gps_path().to_path_buf()),
+            ..SourceConfig::new("gps", SourceKind::Nmea)
+        },
+    ];
+    if let Some(log) = can {
+        sources.push(SourceConfig {
+            path: Some(log.to_path_buf()),
+            looped: Some(true),
+            ..SourceConfig::new("can0", SourceKind::Candump)
+        });
+    }
+    let scenario = world.world().scenario();
     Config {
         vehicle: "demo-car".into(),
         queue: QueueConfig {
@@ -92,29 +130,45 @@ pub fn demo_config(dir: &Path, broker_socket: &Path) -> Config {
         diag: DiagConfig {
             socket: dir.join("pitlink.sock"),
         },
-        links: ["wwan0", "wwan1", "wwan2"]
+        links: scenario
+            .modems
             .iter()
-            .map(|n| LinkConfig {
-                name: (*n).into(),
+            .enumerate()
+            .map(|(i, m)| LinkConfig {
+                name: m.name.clone(),
                 interface: None,
-                address: None,
-                modem: None,
+                address: world.links().get(i).map(|l| l.addr()),
+                modem: world.modems().get(i).map(|m| m.path().to_path_buf()),
                 modemmanager: None,
                 modem_sinr: Default::default(),
             })
             .collect(),
-        sources: vec![
-            synth("engine", 16, 1000, Waveform::Sine),
-            synth("chassis", 8, 500, Waveform::Noise),
-            synth("suspension", 4, 1000, Waveform::Saw),
-        ],
+        sources,
         towers: crate::config::TowersConfig {
             map: dir.join("cells.map"),
+            rules: crate::towers::policy::PolicyConfig {
+                // Shorter than the defaults, so that a switch happens within the first minute.
+                time_to_trigger: Duration::from_secs(3),
+                min_dwell: Duration::from_secs(20),
+                ..Default::default()
+            },
             ..Default::default()
         },
         metrics: Default::default(),
     }
 }
+
+/// The RAV4 capture and its DBC in the shared test data, when this checkout has them.
+pub fn default_can() -> Option<(PathBuf, Option<PathBuf>)> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let log = data.join("candump/comma2k19_rav4_2017_can0_10s.log");
+    let dbc = data.join("dbc/opendbc/_toyota_2017.dbc");
+    log.is_file().then(|| (log, dbc.is_file().then_some(dbc)))
+}
+
+/// When the scripted link failure starts, and how long it lasts.
+const FAILURE_AT: Duration = Duration::from_secs(15);
+const FAILURE_FOR: Duration = Duration::from_secs(5);
 
 pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
     let tmp;
@@ -128,8 +182,41 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
             tmp.path().to_owned()
         }
     };
-    let mut broker = Mosquitto::start(&dir.join("broker"), BrokerOptions::default())?;
-    let cfg = demo_config(&dir, broker.socket());
+    let mut broker = Mosquitto::start(
+        &dir.join("broker"),
+        BrokerOptions {
+            tcp: true,
+            ..BrokerOptions::default()
+        },
+    )?;
+    let tcp: std::net::SocketAddr = match broker.tcp_addr() {
+        Some(crate::mqtt::BrokerAddr::Tcp { host, port }) => format!("{host}:{port}")
+            .parse()
+            .context("the broker's TCP address")?,
+        _ => anyhow::bail!("the demo broker has no TCP listener"),
+    };
+    // The world: the track, three simulated modems and a GPS on PTYs, three emulated links.
+    let world = modem_hal::sim::drive::SimWorld::start(
+        modem_hal::sim::world::World::new(modem_hal::sim::scenario::Scenario::builtin()),
+        &dir.join("modems"),
+        modem_hal::sim::drive::WorldOptions {
+            speed: 1.0,
+            modem: modem_hal::sim::modem::SimConfig {
+                latency_scale: 0.5,
+                ..Default::default()
+            },
+            broker: Some(tcp),
+            seed: 7,
+        },
+    )
+    .await
+    .context("cannot start the simulated world")?;
+    let cfg = demo_config(
+        &dir,
+        broker.socket(),
+        &world,
+        opts.can.as_ref().map(|c| c.0.as_path()),
+    );
     let out = dir.join("received.jsonl");
 
     // The receiver subscribes first, so nothing is published before anyone listens.
@@ -144,7 +231,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
             csv: None,
             state: None,
             limits: Default::default(),
-            dbc: Vec::new(),
+            dbc: opts
+                .can
+                .as_ref()
+                .and_then(|c| c.1.clone())
+                .map(|d| vec![("can0".to_string(), d)])
+                .unwrap_or_default(),
             mqtt_version: Default::default(),
             tls: None,
             credentials: None,
@@ -170,37 +262,73 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
     let live = opts.live;
     let tty = std::io::stderr().is_terminal();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut events: Vec<String> = Vec::new();
+    let mut failed: Option<usize> = None;
+    let mut failovers = 0u64;
+    let mut seen_decisions = 0usize;
+    let mut drawn_lines = 0usize;
     while started.elapsed() < opts.duration {
         ticker.tick().await;
-        if live {
-            let s = status.borrow().clone();
-            let r = rx_stats.borrow().clone();
-            let generated: u64 = s
-                .sources
-                .iter()
-                .map(|x| x.counters.readings + x.counters.drops)
-                .sum();
-            let received: u64 = r.vehicles.values().map(|v| v.samples).sum();
-            let links: Vec<String> = s
+        let t = started.elapsed();
+        let s = status.borrow().clone();
+        // The scripted link failure: the busiest link goes silent for a while.
+        if failed.is_none() && failovers == 0 && t >= FAILURE_AT && !world.links().is_empty() {
+            let busiest = (0..s.links.len())
+                .max_by_key(|&i| s.links[i].counters.acked)
+                .unwrap_or(0);
+            world.fault(busiest, true);
+            failed = Some(busiest);
+            failovers += 1;
+            events.push(format!(
+                "{:>3.0} s  link {} blackholed (scripted failure): its batches move to the others",
+                t.as_secs_f64(),
+                s.links.get(busiest).map_or("?", |l| l.name.as_str())
+            ));
+        }
+        if let Some(i) = failed
+            && t >= FAILURE_AT + FAILURE_FOR
+        {
+            world.fault(i, false);
+            failed = None;
+            events.push(format!(
+                "{:>3.0} s  link {} back",
+                t.as_secs_f64(),
+                s.links.get(i).map_or("?", |l| l.name.as_str())
+            ));
+        }
+        for d in s.towers.decisions.iter().skip(seen_decisions) {
+            let link = s
                 .links
-                .iter()
-                .map(|l| format!("{} {} {}", l.name, l.state, l.counters.acked))
-                .collect();
-            let line = format!(
-                "{:>4.0}s  generated {generated}  received {received}  queue {} undelivered  links [{}]",
-                started.elapsed().as_secs_f64(),
-                s.queue.stats.undelivered,
-                links.join(", ")
-            );
+                .get(d.command.modem())
+                .map_or("?", |l| l.name.as_str());
+            let what = match d.command {
+                crate::towers::policy::Command::Lock { cell, .. } => format!("locked to {cell}"),
+                crate::towers::policy::Command::Release { .. } => "released".into(),
+            };
+            events.push(format!(
+                "{:>3.0} s  tower: modem {link} {what}: {}",
+                t.as_secs_f64(),
+                d.reason
+            ));
+        }
+        seen_decisions = s.towers.decisions.len();
+        if live {
+            let r = rx_stats.borrow().clone();
+            let view = live_view(&s, &r, &world, t, failovers, &events);
             if tty {
-                eprint!("\r\x1b[2K{line}");
+                // Redraw in place.
+                if drawn_lines > 0 {
+                    eprint!("\x1b[{drawn_lines}A\x1b[J");
+                }
+                eprint!("{view}");
+                drawn_lines = view.lines().count();
             } else {
-                eprintln!("{line}");
+                eprintln!("{}", view.lines().next().unwrap_or(""));
             }
         }
     }
-    if live && tty {
-        eprintln!();
+    if let Some(i) = failed {
+        world.fault(i, false);
     }
     daemon.shutdown.cancel();
     let final_status = {
@@ -232,6 +360,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
     rx_stop.cancel();
     let rsum = receiver.await.context("receiver task")??;
     broker.stop();
+    let link_bytes: Vec<u64> = world
+        .links()
+        .iter()
+        .map(|l| l.counters().bytes_up)
+        .collect();
+    world.shutdown();
 
     let (delivered, duplicated) = count_written(&out)?;
     let generated: u64 = final_status
@@ -255,13 +389,21 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
             / generated.max(1) as f64,
         latency_ms_p50: v.latency_ms_p50,
         latency_ms_p99: v.latency_ms_p99,
+        tower_switches: final_status.towers.switches,
+        failovers,
         links: final_status
             .links
             .iter()
-            .map(|l| DemoLink {
+            .enumerate()
+            .map(|(i, l)| DemoLink {
                 name: l.name.clone(),
                 batches_acked: l.counters.acked,
                 batches_moved: l.counters.moved,
+                bytes: link_bytes.get(i).copied().unwrap_or(0),
+                cell: l
+                    .radio
+                    .as_ref()
+                    .and_then(|r| Some(format!("{}/{}", r.earfcn?, r.pci?))),
             })
             .collect(),
         output: if opts.keep.is_some() {
@@ -270,6 +412,66 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
             PathBuf::from("(removed; use --keep DIR to keep it)")
         },
     })
+}
+
+/// The live view: position, links with radio and goodput, queue, delivered and lost, the
+/// last events.
+fn live_view(
+    s: &crate::diag::Status,
+    r: &ReceiveSummary,
+    world: &modem_hal::sim::drive::SimWorld,
+    t: Duration,
+    failovers: u64,
+    events: &[String],
+) -> String {
+    use std::fmt::Write as _;
+    let generated: u64 = s
+        .sources
+        .iter()
+        .map(|x| x.counters.readings + x.counters.drops)
+        .sum();
+    let received: u64 = r.vehicles.values().map(|v| v.samples).sum();
+    let pos = world.position();
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "pitlink demo {:>4.0} s   lap {} at {:.0} m, {:.0} km/h   generated {generated}  received {received}  queue {} undelivered   failovers {failovers}  tower switches {}",
+        t.as_secs_f64(),
+        pos.lap + 1,
+        pos.lap_distance_m,
+        pos.speed_mps * 3.6,
+        s.queue.stats.undelivered,
+        s.towers.switches
+    );
+    let _ = writeln!(
+        o,
+        "  {:<4} {:<8} {:<10} {:>6} {:>6} {:>12} {:>9} {:>7}",
+        "link", "state", "cell", "RSRP", "SINR", "goodput", "acked", "moved"
+    );
+    for l in &s.links {
+        let radio = l.radio.as_ref();
+        let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            o,
+            "  {:<4} {:<8} {:<10} {:>6} {:>6} {:>12} {:>9} {:>7}",
+            l.name,
+            l.state,
+            radio
+                .and_then(|r| Some(format!("{}/{}", r.earfcn?, r.pci?)))
+                .unwrap_or_else(|| "-".into()),
+            num(radio.and_then(|r| r.rsrp_dbm)),
+            num(radio.and_then(|r| r.sinr_db)),
+            l.metrics
+                .goodput_bytes_s
+                .map_or("-".into(), |g| format!("{:.1} Mbit/s", g * 8.0 / 1e6)),
+            l.counters.acked,
+            l.counters.moved
+        );
+    }
+    for e in events.iter().rev().take(4).rev() {
+        let _ = writeln!(o, "  {e}");
+    }
+    o
 }
 
 async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
@@ -291,19 +493,26 @@ pub fn count_written(path: &Path) -> Result<(u64, u64)> {
         vehicle: String,
         source: Option<String>,
         ch: Option<u16>,
+        id: Option<u32>,
         t_us: Option<u64>,
     }
     let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    let mut seen: HashSet<(String, String, u16, u64)> = HashSet::new();
+    // Values by channel; frames by identifier (offset past every channel number).
+    let mut seen: HashSet<(String, String, u64, u64)> = HashSet::new();
     let (mut unique, mut dup) = (0u64, 0u64);
     for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
         let line = line?;
         let l: Line = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not a receiver line", path.display(), n + 1))?;
-        let (Some(source), Some(ch), Some(t)) = (l.source, l.ch, l.t_us) else {
-            continue; // an event line (run, gap)
+        let key = match (l.ch, l.id) {
+            (Some(ch), _) => u64::from(ch),
+            (None, Some(id)) => (1 << 32) | u64::from(id),
+            (None, None) => continue, // an event line (run, gap)
         };
-        if seen.insert((l.vehicle, source, ch, t)) {
+        let (Some(source), Some(t)) = (l.source, l.t_us) else {
+            continue;
+        };
+        if seen.insert((l.vehicle, source, key, t)) {
             unique += 1;
         } else {
             dup += 1;
@@ -343,11 +552,20 @@ pub fn render(s: &DemoSummary) -> String {
     if let (Some(p50), Some(p99)) = (s.latency_ms_p50, s.latency_ms_p99) {
         let _ = writeln!(o, "  end-to-end latency p50 {p50:.0} ms, p99 {p99:.0} ms");
     }
+    let _ = writeln!(
+        o,
+        "  failovers          {}  tower switches {}",
+        s.failovers, s.tower_switches
+    );
     for l in &s.links {
         let _ = writeln!(
             o,
-            "  link {:<6} acked {:>6} batches, moved {}",
-            l.name, l.batches_acked, l.batches_moved
+            "  link {:<6} acked {:>6} batches ({:.1} MB), moved {}, cell {}",
+            l.name,
+            l.batches_acked,
+            l.bytes as f64 / 1e6,
+            l.batches_moved,
+            l.cell.as_deref().unwrap_or("-")
         );
     }
     let _ = writeln!(o, "  output {}", s.output.display());

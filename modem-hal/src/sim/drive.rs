@@ -76,8 +76,10 @@ impl Drop for AbortOnDrop {
 }
 
 impl SimWorld {
-    /// Starts the modems (their links in `dir`) and, with a broker, the link emulators.
+    /// Starts the modems (their links in `dir`, created if missing) and, with a broker, the
+    /// link emulators.
     pub async fn start(world: World, dir: &Path, opts: WorldOptions) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
         let world = Arc::new(world);
         let clock = SimClock::new(opts.speed);
         let env: Arc<dyn RadioEnv> = world.clone();

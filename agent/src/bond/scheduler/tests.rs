@@ -650,3 +650,37 @@ fn the_limit_uses_the_minimum_rtt_not_the_queue() {
     s.links[0].rtt_sample(80_000, 11_000_000);
     assert_eq!(s.window_bytes(0), 160_000);
 }
+
+#[test]
+fn one_small_batch_does_not_make_a_fresh_link_look_slow() {
+    let mut s = Scheduler::new(CFG, 2);
+    s.link_up(0);
+    s.link_up(1);
+    // A 2 kB batch acked after 200 ms: 10 kB/s "delivered", but the link was nearly idle.
+    s.add(id(0), 1, 2 * KB, false);
+    let a = sends(&s.poll(1, none));
+    assert_eq!(a.len(), 1);
+    let (link, _) = a[0];
+    assert!(s.acked(link, id(0), 200_001));
+    let g = s.goodput(link).expect("sampled");
+    assert!(
+        g >= CFG.initial_goodput,
+        "{g}: an app-limited first sample lowered the estimate"
+    );
+    // Under more load than one link's window, both links carry batches.
+    let mut used = [0u32; 2];
+    let mut seq = 1;
+    for tick in 1..20u64 {
+        let now = 1_000_000 + tick * 100_000;
+        for _ in 0..10 {
+            s.add(id(seq), now, 20 * KB, false);
+            seq += 1;
+        }
+        let out = sends(&s.poll(now, none));
+        for (l, b) in out {
+            used[l] += 1;
+            s.acked(l, b, now + 60_000);
+        }
+    }
+    assert!(used[0] > 0 && used[1] > 0, "{used:?}");
+}
