@@ -63,3 +63,35 @@ fn demo_delivers_every_sample_exactly_once_and_says_so() -> Result<()> {
     assert!(written > 0, "nothing kept in {}", keep.path().display());
     Ok(())
 }
+
+/// The README's first command as a user runs it: within its first minute the scripted link
+/// failure and at least one tower switch happen, and still nothing is lost or duplicated.
+#[test]
+fn the_default_one_minute_demo_fails_a_link_switches_a_tower_and_loses_nothing() -> Result<()> {
+    let out = Command::new(pitlink_bin())
+        .args(["demo", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .context("run pitlink demo")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let n = |k: &str| s[k].as_u64().unwrap_or(u64::MAX);
+    assert!(s["duration_s"].as_f64().unwrap_or(0.0) >= 60.0, "{s}");
+    assert!(n("failovers") >= 1, "{s}");
+    assert!(n("tower_switches") >= 1, "{s}");
+    assert_eq!(n("samples_delivered"), n("samples_generated"), "{s}");
+    assert_eq!(
+        (
+            n("samples_duplicated"),
+            n("samples_lost"),
+            n("samples_evicted")
+        ),
+        (0, 0, 0),
+        "{s}"
+    );
+    // The live view went to stderr and told the story.
+    assert!(stderr.contains("blackholed (scripted failure)"), "{stderr}");
+    assert!(stderr.contains("tower: modem"), "{stderr}");
+    Ok(())
+}

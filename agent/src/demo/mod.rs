@@ -267,6 +267,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
     let mut failovers = 0u64;
     let mut seen_decisions = 0usize;
     let mut drawn_lines = 0usize;
+    let mut printed_events = 0usize;
     while started.elapsed() < opts.duration {
         ticker.tick().await;
         let t = started.elapsed();
@@ -323,7 +324,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
                 eprint!("{view}");
                 drawn_lines = view.lines().count();
             } else {
+                // A log, not a screen: the status line, then each new event once.
                 eprintln!("{}", view.lines().next().unwrap_or(""));
+                for e in &events[printed_events..] {
+                    eprintln!("  {e}");
+                }
+                printed_events = events.len();
             }
         }
     }
