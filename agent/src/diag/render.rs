@@ -29,23 +29,65 @@ pub fn render(s: &Status) -> String {
     let _ = writeln!(o, "\nLINKS");
     let _ = writeln!(
         o,
-        "  {:<10} {:<10} {:<5} {:>9} {:>9} {:>9} {:>7} {:>6}  last error",
-        "name", "interface", "state", "in flight", "sent", "acked", "moved", "downs"
+        "  {:<10} {:<10} {:<7} {:>8} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}  {:<14} last error",
+        "name",
+        "interface",
+        "state",
+        "RTT ms",
+        "goodput",
+        "in flight",
+        "sent",
+        "acked",
+        "moved",
+        "downs",
+        "radio"
     );
     for l in &s.links {
+        let radio =
+            l.radio
+                .as_ref()
+                .map_or("-".to_string(), |r| match (r.pci, r.rsrp_dbm, r.sinr_db) {
+                    (Some(pci), Some(rsrp), sinr) => format!(
+                        "{pci} {rsrp:.0}/{}",
+                        sinr.map_or("-".to_string(), |v| format!("{v:.0}"))
+                    ),
+                    _ => "no service".to_string(),
+                });
         let _ = writeln!(
             o,
-            "  {:<10} {:<10} {:<5} {:>9} {:>9} {:>9} {:>7} {:>6}  {}",
+            "  {:<10} {:<10} {:<7} {:>8} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}  {:<14} {}",
             l.name,
             l.interface.as_deref().unwrap_or("-"),
             l.state,
+            l.metrics
+                .srtt_ms
+                .map_or("-".to_string(), |v| format!("{v:.0}")),
+            l.metrics
+                .goodput_bytes_s
+                .map_or("-".to_string(), |g| format!("{:.1} Mbit/s", g * 8.0 / 1e6)),
             l.in_flight,
             l.counters.sent,
             l.counters.acked,
             l.counters.moved,
             l.counters.downs,
+            radio,
             l.last_error.as_deref().unwrap_or("-")
         );
+    }
+    if !s.towers.decisions.is_empty() {
+        let _ = writeln!(o, "\nTOWERS  {} switches", s.towers.switches);
+        for d in s.towers.decisions.iter().rev().take(3) {
+            let link = s
+                .links
+                .get(d.command.modem())
+                .map_or("?", |l| l.name.as_str());
+            let _ = writeln!(
+                o,
+                "  {:>6.0} s ago  {link}: {}",
+                s.now_us.saturating_sub(d.at_us) as f64 / 1e6,
+                d.reason
+            );
+        }
     }
     o
 }
