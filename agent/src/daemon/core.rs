@@ -41,6 +41,10 @@ pub struct Core {
     sync_pending: bool,
     /// Backfill pauses briefly after a read error instead of retrying every tick.
     backfill_paused_until: u64,
+    /// The broker address of links without one of their own (for the status).
+    broker_addr: String,
+    /// Per-batch events for benchmarks and tests.
+    trace: Option<mpsc::UnboundedSender<super::TraceEvent>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -62,6 +66,7 @@ impl Core {
         status_tx: watch::Sender<Status>,
         max_in_flight: usize,
         drain_timeout: Duration,
+        trace: Option<mpsc::UnboundedSender<super::TraceEvent>>,
     ) -> Self {
         let window_us = cfg.batch.window_ms * 1000;
         let batchers = cfg
@@ -85,6 +90,9 @@ impl Core {
             links.len(),
         );
         let n_sources = sources.len();
+        let broker_addr = crate::mqtt::from_config(&cfg.broker)
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_default();
         let n_links = links.len();
         Core {
             cfg,
@@ -105,6 +113,15 @@ impl Core {
             sync_jobs: None,
             sync_pending: false,
             backfill_paused_until: 0,
+            broker_addr,
+            trace,
+        }
+    }
+
+    /// Reports a batch event when tracing is on.
+    fn trace(&self, ev: impl FnOnce() -> super::TraceEvent) {
+        if let Some(t) = &self.trace {
+            let _ = t.send(ev());
         }
     }
 
@@ -270,6 +287,12 @@ impl Core {
         let (res, gone) = self.queue.append(meta, encode);
         let now = crate::now_us();
         if let Some((id, payload)) = res {
+            self.trace(|| super::TraceEvent::Queued {
+                id,
+                at_us: now,
+                samples: meta.samples,
+                bytes: payload.len() as u64,
+            });
             self.sched.add(id, now, payload.len() as u64, false);
             self.cache_put(id, payload);
         }
@@ -283,6 +306,12 @@ impl Core {
             }
         }
         for (id, payload) in self.queue.take_notices() {
+            self.trace(|| super::TraceEvent::Queued {
+                id,
+                at_us: now,
+                samples: 0,
+                bytes: payload.len() as u64,
+            });
             self.sched.add(id, now, payload.len() as u64, false);
             self.cache_put(id, payload);
         }
@@ -351,6 +380,12 @@ impl Core {
             };
             // Backlog batches were placed with an assumed size.
             self.sched.sized(send.id, payload.len() as u64);
+            self.trace(|| super::TraceEvent::Sent {
+                link: send.link,
+                id: send.id,
+                at_us: now,
+                bytes: payload.len() as u64,
+            });
             let cmd = LinkCmd::Publish {
                 id: send.id,
                 payload,
@@ -399,7 +434,13 @@ impl Core {
                 }
             }
             LinkEvent::Acked { link, id } => {
-                self.sched.acked(link, id, crate::now_us());
+                let now = crate::now_us();
+                self.trace(|| super::TraceEvent::Acked {
+                    link,
+                    id,
+                    at_us: now,
+                });
+                self.sched.acked(link, id, now);
                 self.queue.ack(id);
                 self.cache_remove(id);
             }
@@ -490,6 +531,10 @@ impl Core {
                         self.link_errors[i].clone(),
                     )
                     .with_metrics(LinkMetrics::of(&self.sched, i))
+                    .with_address(Some(
+                        l.address
+                            .map_or_else(|| self.broker_addr.clone(), |a| a.to_string()),
+                    ))
                 })
                 .collect(),
         };

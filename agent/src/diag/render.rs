@@ -176,6 +176,7 @@ mod tests {
                 ..Default::default()
             },
             last_error: None,
+            address: None,
             metrics: Default::default(),
         });
         let text = render(&s);
