@@ -49,7 +49,7 @@ pub fn parse_links(s: &str) -> Result<Vec<LinkSpec>, String> {
         let rtt_ms: f64 = r
             .parse()
             .map_err(|_| format!("'{part}': '{r}' is not an RTT in ms"))?;
-        if !(mbit_s > 0.0 && mbit_s <= 10_000.0) || !(0.0..=10_000.0).contains(&rtt_ms) {
+        if !(mbit_s > 0.0 && mbit_s <= 10_000.0 && (0.0..=10_000.0).contains(&rtt_ms)) {
             return Err(format!(
                 "'{part}': capacity must be in (0, 10000] Mbit/s and RTT in [0, 10000] ms"
             ));
@@ -1023,13 +1023,15 @@ pub struct LiveBench {
     pub rate_hz: u32,
 }
 
+/// What [`prefill`] wrote: batches, bytes, and each batch with its sample count.
+struct Prefilled {
+    batches: u64,
+    bytes: u64,
+    ids: Vec<(BatchId, u32)>,
+}
+
 /// Writes `span` of the source's data, ending now, into the queue at `dir` under `vehicle`.
-fn prefill(
-    dir: &Path,
-    vehicle: &str,
-    source: SourceSpec,
-    span: Duration,
-) -> Result<(u64, u64, Vec<(BatchId, u32)>)> {
+fn prefill(dir: &Path, vehicle: &str, source: SourceSpec, span: Duration) -> Result<Prefilled> {
     let (mut q, _) = Queue::open(QueueOptions {
         vehicle: vehicle.to_string(),
         cap_bytes: 8 << 30,
@@ -1077,7 +1079,11 @@ fn prefill(
         }
     }
     q.sync().context("queue sync")?;
-    Ok((n, bytes, ids))
+    Ok(Prefilled {
+        batches: n,
+        bytes,
+        ids,
+    })
 }
 
 /// A pre-filled backlog draining while live data flows.
@@ -1088,7 +1094,11 @@ pub async fn live(opts: &LiveOptions) -> Result<LiveBench> {
     // latency figures cover live batches only.
     let backlog_vehicle = format!("{}-backlog", world.vehicle);
     let t_prefill = Instant::now();
-    let (backlog_batches, backlog_bytes, backlog_ids) = {
+    let Prefilled {
+        batches: backlog_batches,
+        bytes: backlog_bytes,
+        ids: backlog_ids,
+    } = {
         let dir = cfg.queue.dir.clone();
         let v = backlog_vehicle.clone();
         let src = opts.source;

@@ -192,11 +192,13 @@ mod tests {
 
     #[test]
     fn one_line_per_link_and_json_carries_every_figure() {
-        let mut c = crate::bond::scheduler::LinkCounters::default();
-        c.sent = 7;
-        c.acked = 5;
-        c.moved = 2;
-        c.heartbeats_sent = 3;
+        let c = crate::bond::scheduler::LinkCounters {
+            sent: 7,
+            acked: 5,
+            moved: 2,
+            heartbeats_sent: 3,
+            ..Default::default()
+        };
         let st = Status {
             vehicle: "car".into(),
             links: vec![
