@@ -304,10 +304,10 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         blackholes: u32,
         /// How long each blackhole lasts.
-        #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
         hold: Duration,
         /// Time between a blackhole's end and the next one.
-        #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
         gap: Duration,
         /// Links as MBIT:RTT_MS,...
         #[arg(long, default_value = "20:30,10:60,10:100", value_parser = crate::bench::uplink::parse_links)]
@@ -344,6 +344,9 @@ pub enum BenchCmd {
         /// Skip the single-link baseline.
         #[arg(long)]
         no_baseline: bool,
+        /// Samples per batch at most (default: the daemon's, [batch] max_samples).
+        #[arg(long)]
+        max_samples: Option<usize>,
     },
     /// Live first: a pre-filled backlog drains while live data flows; live latency at the
     /// receiver and the drain time.
@@ -793,6 +796,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             warmup,
             overload,
             no_baseline,
+            max_samples,
         }) => {
             use crate::bench::uplink as u;
             init_logging("error");
@@ -804,6 +808,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 warmup,
                 overload: overload.clamp(0.1, 10.0),
                 baseline: !no_baseline,
+                max_samples,
             };
             let r = runtime()?.block_on(u::bond(&opts))?;
             print_bench(json, &r, || u::render_bond(&r))

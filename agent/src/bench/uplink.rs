@@ -527,8 +527,8 @@ impl Default for FailoverOptions {
             broker: None,
             dir: None,
             blackholes: 20,
-            hold: Duration::from_millis(1500),
-            gap: Duration::from_millis(1500),
+            hold: Duration::from_secs(1),
+            gap: Duration::from_secs(1),
             warmup: Duration::from_secs(3),
             links: vec![
                 LinkSpec {
@@ -565,6 +565,12 @@ pub struct Blackhole {
     pub acked_on_same_link: u64,
     /// Affected batches never acknowledged.
     pub never_acked: u64,
+    /// Blackhole → the last affected batch handed to another link (ms): detection and
+    /// re-placement; the rest of `failover_ms` is that link's queue and RTT.
+    pub resent_ms: f64,
+    /// The link's RTO and smoothed RTT in the status just before the blackhole (ms).
+    pub rto_ms: f64,
+    pub srtt_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -620,12 +626,18 @@ pub async fn failover(opts: &FailoverOptions) -> Result<FailoverBench> {
             log.busiest_since(now.saturating_sub(1_000_000))
                 .unwrap_or(0)
         };
+        let (rto_ms, srtt_ms) = d
+            .status
+            .borrow()
+            .links
+            .get(link)
+            .map_or((0.0, None), |l| (l.metrics.rto_ms, l.metrics.srtt_ms));
         let t0 = crate::now_us();
         world.links[link].blackhole(true);
         tokio::time::sleep(opts.hold).await;
         let t1 = crate::now_us();
         world.links[link].blackhole(false);
-        holes.push((link, t0, t1));
+        holes.push((link, t0, t1, rto_ms, srtt_ms));
         tokio::time::sleep(opts.gap).await;
     }
     let status = stop_daemon(d).await?;
@@ -644,7 +656,11 @@ pub async fn failover(opts: &FailoverOptions) -> Result<FailoverBench> {
     let del = delivery(&log, &lines, &world.vehicle, v.evicted_batches);
     let per_blackhole: Vec<Blackhole> = holes
         .iter()
-        .map(|&(link, t0, t1)| blackhole_figures(&log, link, t0, t1))
+        .map(|&(link, t0, t1, rto_ms, srtt_ms)| Blackhole {
+            rto_ms,
+            srtt_ms,
+            ..blackhole_figures(&log, link, t0, t1)
+        })
         .collect();
     drop(log);
     // A blackhole that caught no batch says nothing about failover.
@@ -693,8 +709,12 @@ fn blackhole_figures(log: &TraceLog, link: usize, t0: u64, t1: u64) -> Blackhole
         failover_ms: 0.0,
         acked_on_same_link: 0,
         never_acked: 0,
+        resent_ms: 0.0,
+        rto_ms: 0.0,
+        srtt_ms: None,
     };
     let mut last_us = t0;
+    let mut resent_us = t0;
     for bl in log.batches.values() {
         let first_ack_before = |t: u64| bl.first_ack.is_some_and(|(_, a)| a <= t);
         let affected = bl
@@ -705,6 +725,9 @@ fn blackhole_figures(log: &TraceLog, link: usize, t0: u64, t1: u64) -> Blackhole
             continue;
         }
         b.affected += 1;
+        if let Some(&(_, s)) = bl.sends.iter().find(|&&(l, s)| l != link && s > t0) {
+            resent_us = resent_us.max(s);
+        }
         match bl.first_ack {
             Some((l, a)) => {
                 if l == link {
@@ -716,6 +739,7 @@ fn blackhole_figures(log: &TraceLog, link: usize, t0: u64, t1: u64) -> Blackhole
         }
     }
     b.failover_ms = round2((last_us - t0) as f64 / 1000.0);
+    b.resent_ms = round2((resent_us - t0) as f64 / 1000.0);
     b
 }
 
@@ -734,6 +758,8 @@ pub struct BondOptions {
     pub overload: f64,
     /// Also run the fastest link alone (same load) as a baseline.
     pub baseline: bool,
+    /// Samples per batch at most (`None`: the daemon's default).
+    pub max_samples: Option<usize>,
 }
 
 impl Default for BondOptions {
@@ -746,6 +772,7 @@ impl Default for BondOptions {
             warmup: Duration::from_secs(5),
             overload: 1.3,
             baseline: true,
+            max_samples: None,
         }
     }
 }
@@ -801,6 +828,8 @@ pub struct BondBench {
     pub ratio_to_single_link: Option<f64>,
     pub channels: u16,
     pub rate_hz: u32,
+    /// Samples per batch at most.
+    pub max_samples: usize,
     pub window_s: f64,
     pub warmup_s: f64,
 }
@@ -871,6 +900,9 @@ pub async fn bond(opts: &BondOptions) -> Result<BondBench> {
         baseline_single_link: baseline,
         channels,
         rate_hz,
+        max_samples: opts
+            .max_samples
+            .unwrap_or(BatchConfig::default().max_samples),
         window_s: opts.duration.as_secs_f64(),
         warmup_s: opts.warmup.as_secs_f64(),
     })
@@ -878,7 +910,10 @@ pub async fn bond(opts: &BondOptions) -> Result<BondBench> {
 
 async fn bond_run(opts: &BondOptions, links: &[LinkSpec], source: SourceSpec) -> Result<BondRun> {
     let world = World::start(opts.broker, opts.dir.as_deref(), links, "bond").await?;
-    let cfg = world.config(&[source], 4096);
+    let mut cfg = world.config(&[source], 4096);
+    if let Some(m) = opts.max_samples {
+        cfg.batch.max_samples = m.clamp(1, 1_000_000);
+    }
     let d = world.daemon(cfg)?;
     tokio::time::sleep(opts.warmup).await;
     let w0 = crate::now_us();
@@ -1327,6 +1362,7 @@ mod tests {
         let b = blackhole_figures(&log, 0, 1000, 3000);
         assert_eq!(b.affected, 2);
         assert_eq!(b.failover_ms, 0.6);
+        assert_eq!(b.resent_ms, 0.4);
         assert_eq!((b.acked_on_same_link, b.never_acked), (0, 0));
         assert_eq!(log.busiest_since(0), Some(1));
     }
