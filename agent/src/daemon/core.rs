@@ -379,13 +379,8 @@ impl Core {
                 continue;
             };
             // Backlog batches were placed with an assumed size.
-            self.sched.sized(send.id, payload.len() as u64);
-            self.trace(|| super::TraceEvent::Sent {
-                link: send.link,
-                id: send.id,
-                at_us: now,
-                bytes: payload.len() as u64,
-            });
+            let bytes = payload.len() as u64;
+            self.sched.sized(send.id, bytes);
             let cmd = LinkCmd::Publish {
                 id: send.id,
                 payload,
@@ -393,6 +388,13 @@ impl Core {
             if self.links[send.link].try_send(cmd).is_err() {
                 // The link task is gone or swamped: treat the link as down; its batches move.
                 self.sched.link_down(send.link);
+            } else {
+                self.trace(|| super::TraceEvent::Sent {
+                    link: send.link,
+                    id: send.id,
+                    at_us: now,
+                    bytes,
+                });
             }
         }
     }
