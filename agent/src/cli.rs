@@ -95,6 +95,15 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Per-link view of the running agent's bonded uplink: state, RTT, goodput, in flight,
+    /// batches sent / acked / moved / duplicated, heartbeats.
+    Links {
+        #[arg(long)]
+        json: bool,
+        /// Diagnostics socket (default: [diag] socket of the config, else /run/pitlink/pitlink.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Receive batches from the broker (cloud side): deduplicate, account for gaps, write JSONL.
     Receive(Box<ReceiveArgs>),
     /// Run the whole flow locally: simulated sensors, three links, its own broker, a receiver.
@@ -341,6 +350,96 @@ pub enum BenchCmd {
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
     },
+    /// Failover of the bonded uplink: the daemon with three emulated links, the busiest one
+    /// blackholed again and again; time until its batches are acknowledged elsewhere, losses
+    /// and duplicates at the receiver.
+    Failover {
+        /// Print one JSON object only.
+        #[arg(long)]
+        json: bool,
+        /// Use this broker (HOST:PORT) instead of starting Mosquitto.
+        #[arg(long, value_name = "ADDR")]
+        broker: Option<std::net::SocketAddr>,
+        /// Scratch directory parent (default: the system temp directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        blackholes: u32,
+        /// How long each blackhole lasts.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        hold: Duration,
+        /// Time between a blackhole's end and the next one.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        gap: Duration,
+        /// Links as MBIT:RTT_MS,...
+        #[arg(long, default_value = "20:30,10:60,10:100", value_parser = crate::bench::uplink::parse_links)]
+        links: std::vec::Vec<crate::bench::uplink::LinkSpec>,
+        /// Synthetic channels at --rate-hz.
+        #[arg(long, default_value_t = 300)]
+        channels: u16,
+        #[arg(long, default_value_t = 1000)]
+        rate_hz: u32,
+    },
+    /// Bonding efficiency: links of the given capacities and RTTs under an offered load above
+    /// their sum; goodput, efficiency and per-link shares, beside the fastest link alone.
+    Bond {
+        /// Print one JSON object only.
+        #[arg(long)]
+        json: bool,
+        /// Use this broker (HOST:PORT) instead of starting Mosquitto.
+        #[arg(long, value_name = "ADDR")]
+        broker: Option<std::net::SocketAddr>,
+        /// Scratch directory parent (default: the system temp directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Links as MBIT:RTT_MS,... (capacity in Mbit/s, round-trip time in ms).
+        #[arg(long, default_value = "2:30,5:60,10:150", value_parser = crate::bench::uplink::parse_links)]
+        links: std::vec::Vec<crate::bench::uplink::LinkSpec>,
+        /// Measured window (after --warmup).
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        warmup: Duration,
+        /// Offered load over the capacity sum.
+        #[arg(long, default_value_t = 1.3)]
+        overload: f64,
+        /// Skip the single-link baseline.
+        #[arg(long)]
+        no_baseline: bool,
+        /// Samples per batch at most (default: the daemon's, [batch] max_samples).
+        #[arg(long)]
+        max_samples: Option<usize>,
+    },
+    /// Live first: a pre-filled backlog drains while live data flows; live latency at the
+    /// receiver and the drain time.
+    Live {
+        /// Print one JSON object only.
+        #[arg(long)]
+        json: bool,
+        /// Use this broker (HOST:PORT) instead of starting Mosquitto.
+        #[arg(long, value_name = "ADDR")]
+        broker: Option<std::net::SocketAddr>,
+        /// Scratch directory parent (default: the system temp directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Backlog written into the queue before the start, in time of source data.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        backlog: Duration,
+        /// Links as MBIT:RTT_MS,...
+        #[arg(long, default_value = "10:60,10:60,10:60", value_parser = crate::bench::uplink::parse_links)]
+        links: std::vec::Vec<crate::bench::uplink::LinkSpec>,
+        /// Synthetic channels at --rate-hz.
+        #[arg(long, default_value_t = 20)]
+        channels: u16,
+        #[arg(long, default_value_t = 1000)]
+        rate_hz: u32,
+        /// Live data flows this long after the backlog drained.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        tail: Duration,
+        /// Give up waiting for the drain after this long.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        max_time: Duration,
+    },
     /// Child of `bench queue`: writes the queue that is SIGKILLed for the recovery figure.
     #[command(hide = true)]
     QueueWriter {
@@ -572,6 +671,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string(&st)?);
             } else {
                 print!("{}", crate::diag::render(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Links { json, socket } => {
+            let st = crate::diag::fetch(&status_socket(socket, &cli.config))?;
+            let links = crate::diag::links::Links::of(&st);
+            if json {
+                println!("{}", serde_json::to_string(&links)?);
+            } else {
+                print!("{}", links.render());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -832,6 +941,91 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ..Default::default()
             })?;
             print_bench(json, &r, || crate::bench::track::render(&r))
+        }
+        Command::Bench(BenchCmd::Failover {
+            json,
+            broker,
+            dir,
+            blackholes,
+            hold,
+            gap,
+            links,
+            channels,
+            rate_hz,
+        }) => {
+            use crate::bench::uplink as u;
+            init_logging("error");
+            let opts = u::FailoverOptions {
+                broker,
+                dir,
+                blackholes,
+                hold,
+                gap,
+                links,
+                source: u::SourceSpec {
+                    channels: channels.clamp(1, 4096),
+                    rate_hz: rate_hz.max(1),
+                    waveform: sensor_drivers::synthetic::Waveform::Sine,
+                },
+                ..Default::default()
+            };
+            let r = runtime()?.block_on(u::failover(&opts))?;
+            print_bench(json, &r, || u::render_failover(&r))
+        }
+        Command::Bench(BenchCmd::Bond {
+            json,
+            broker,
+            dir,
+            links,
+            duration,
+            warmup,
+            overload,
+            no_baseline,
+            max_samples,
+        }) => {
+            use crate::bench::uplink as u;
+            init_logging("error");
+            let opts = u::BondOptions {
+                broker,
+                dir,
+                links,
+                duration,
+                warmup,
+                overload: overload.clamp(0.1, 10.0),
+                baseline: !no_baseline,
+                max_samples,
+            };
+            let r = runtime()?.block_on(u::bond(&opts))?;
+            print_bench(json, &r, || u::render_bond(&r))
+        }
+        Command::Bench(BenchCmd::Live {
+            json,
+            broker,
+            dir,
+            backlog,
+            links,
+            channels,
+            rate_hz,
+            tail,
+            max_time,
+        }) => {
+            use crate::bench::uplink as u;
+            init_logging("error");
+            let opts = u::LiveOptions {
+                broker,
+                dir,
+                backlog,
+                links,
+                source: u::SourceSpec {
+                    channels: channels.clamp(1, 4096),
+                    rate_hz: rate_hz.max(1),
+                    waveform: sensor_drivers::synthetic::Waveform::Sine,
+                },
+                tail,
+                max_time,
+            };
+            let r = runtime()?.block_on(u::live(&opts))?;
+            print_bench(json, &r, || u::render_live(&r))
         }
         Command::Bench(BenchCmd::QueueWriter {
             dir,

@@ -222,3 +222,124 @@ fn track_reports_both_runs_deterministically_and_takes_a_scenario_file() -> Resu
     assert!(!out.status.success() && err.contains("one.toml:1"), "{err}");
     Ok(())
 }
+
+/// Short variants of the bonded uplink's benchmarks: every field present, and the invariants
+/// (nothing lost, nothing duplicated) hold. Timings are reported, never checked.
+#[test]
+fn failover_bench_short_loses_and_duplicates_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dir_s = dir.path().to_str().context("utf-8 path")?;
+    let r = bench_json(&[
+        "failover",
+        "--blackholes",
+        "3",
+        "--hold",
+        "1s",
+        "--gap",
+        "1s",
+        "--channels",
+        "20",
+        "--dir",
+        dir_s,
+    ])?;
+    assert_eq!(u(&r, "blackholes"), 3, "{r}");
+    assert_eq!(u(&r, "lost_batches"), 0, "{r}");
+    assert_eq!(u(&r, "duplicates_delivered_after_dedup"), 0, "{r}");
+    assert_eq!(u(&r, "partial_batches"), 0, "{r}");
+    assert!(u(&r, "data_batches") > 0, "{r}");
+    assert_eq!(
+        u(&r, "samples_written"),
+        u(&r, "samples_generated"),
+        "every sample written exactly once: {r}"
+    );
+    assert!(
+        f(&r, "failover_ms_p50") >= 0.0 && f(&r, "failover_ms_max") >= 0.0,
+        "{r}"
+    );
+    for k in [
+        "batches_moved",
+        "duplicate_acks",
+        "duplicate_batches_dropped",
+        "affected_batches",
+    ] {
+        u(&r, k);
+    }
+    assert!(r["goals_met"].is_boolean(), "{r}");
+    let holes = r["per_blackhole"].as_array().context("per_blackhole")?;
+    assert_eq!(holes.len(), 3, "{r}");
+    for h in holes {
+        assert_eq!(u(h, "never_acked"), 0, "{r}");
+    }
+    assert_eq!(r["links"].as_array().map(Vec::len), Some(3), "{r}");
+    assert_eq!(std::fs::read_dir(dir.path())?.count(), 0, "scratch removed");
+    Ok(())
+}
+
+#[test]
+fn bond_bench_short_reports_goodput_efficiency_and_shares() -> Result<()> {
+    let r = bench_json(&[
+        "bond",
+        "--links",
+        "2:30,5:60",
+        "--duration",
+        "4s",
+        "--warmup",
+        "2s",
+    ])?;
+    assert_eq!(f(&r, "capacity_sum_mbit_s"), 7.0, "{r}");
+    let g = f(&r, "goodput_mbit_s");
+    assert!(g > 0.0, "{r}");
+    let e = f(&r, "efficiency");
+    assert!(
+        (e - g / 7.0).abs() < 0.01,
+        "efficiency = goodput / capacity: {r}"
+    );
+    assert!(f(&r, "offered_mbit_s") > 0.0, "{r}");
+    let links = r["links"].as_array().context("links")?;
+    assert_eq!(links.len(), 2, "{r}");
+    let shares: f64 = links.iter().map(|l| f(l, "share")).sum();
+    assert!((shares - 1.0).abs() < 0.01, "shares add up: {r}");
+    assert_eq!(f(&links[1], "rtt_ms"), 60.0, "{r}");
+    let base = &r["baseline_single_link"];
+    assert_eq!(
+        f(base, "capacity_sum_mbit_s"),
+        5.0,
+        "the fastest link alone: {r}"
+    );
+    assert!(r["goal_met"].is_boolean(), "{r}");
+    // A bad link list is named.
+    let out = Command::new(pitlink_bin())
+        .args(["bench", "bond", "--links", "2:30,fast"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("'fast'"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn live_bench_short_drains_the_backlog_and_delivers_everything_once() -> Result<()> {
+    let r = bench_json(&[
+        "live",
+        "--backlog",
+        "20s",
+        "--tail",
+        "2s",
+        "--channels",
+        "10",
+    ])?;
+    assert!(u(&r, "backlog_batches") > 0, "{r}");
+    assert!(f(&r, "backlog_drain_s") > 0.0, "drained: {r}");
+    assert_eq!(u(&r, "lost_batches"), 0, "{r}");
+    assert_eq!(u(&r, "duplicates_delivered_after_dedup"), 0, "{r}");
+    assert!(u(&r, "live_batches") > 0, "{r}");
+    assert!(f(&r, "live_latency_ms_p50") >= 0.0, "{r}");
+    assert!(
+        f(&r, "live_latency_ms_p99") >= f(&r, "live_latency_ms_p50"),
+        "{r}"
+    );
+    assert_eq!(u(&r, "batch_window_ms"), 100, "{r}");
+    assert_eq!(f(&r, "rtt_ms"), 60.0, "{r}");
+    assert_eq!(f(&r, "goal_p99_ms"), 100.0 + 2.0 * 60.0 + 50.0, "{r}");
+    assert!(r["goal_met"].is_boolean(), "{r}");
+    Ok(())
+}

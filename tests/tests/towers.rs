@@ -156,6 +156,16 @@ fn the_policy_reads_simulated_modems_and_gps_and_locks_cells() -> Result<()> {
     assert!(t["switches"].as_u64().is_some_and(|n| n >= 1), "{t}");
     assert!(t["modems"][0]["radio"]["rsrp_dbm"].is_number(), "{t}");
     assert!(t["decisions"][0]["reason"].is_string(), "{t}");
+    let links = Command::new(pitlink_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["links", "--json"])
+        .output()?;
+    let links: Value = serde_json::from_slice(&links.stdout)?;
+    assert!(
+        links["links"][1]["radio"]["rsrp_dbm"].is_number(),
+        "{links}"
+    );
     let human = Command::new(pitlink_bin())
         .arg("--config")
         .arg(&cfg)

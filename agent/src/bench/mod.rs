@@ -20,6 +20,7 @@ pub mod ingest;
 #[cfg(feature = "sled-peer")]
 mod sled_peer;
 pub mod track;
+pub mod uplink;
 
 #[derive(Debug, Clone)]
 pub struct QueueBenchOptions {

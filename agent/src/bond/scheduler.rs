@@ -8,7 +8,8 @@
 //!   is found through the `backlog` reader passed to [`Scheduler::poll`] (the queue's "oldest
 //!   undelivered batch that is neither in flight nor waiting here").
 //! - **Per link**: state ([`LinkState`]), smoothed RTT and variance from ack timing (RFC 6298,
-//!   Karn's rule: no sample from an ack that may belong to either of two sends), RTO =
+//!   Karn's rule: no sample from an ack that may belong to either of two sends, nor from the
+//!   late ack of a batch that was moved away), RTO =
 //!   srtt + 4·rttvar clamped to `[min_rto_us, max_rto_us]` and doubled on every timeout until
 //!   the next sample, goodput (EWMA of the delivery rate, bytes per second), a bytes-in-flight
 //!   limit of `goodput × min RTT × bdp_factor` (at least `min_window_bytes` and
@@ -16,11 +17,14 @@
 //! - **Earliest completion first**: a batch goes to the usable link whose estimated completion,
 //!   `(bytes in flight + batch) / goodput + srtt / 2`, is smallest. When that link has no room the
 //!   batch waits for it rather than going to a slower link (MPTCP ECF).
-//! - **Failover**: an ack overdue past the link's RTO, or an unacknowledged heartbeat past it,
+//! - **Failover**: an ack overdue, or an unacknowledged heartbeat past the link's RTO,
 //!   makes the link `Suspect`: it takes no new batches and everything in flight on it moves to
 //!   another link at once. A link that goes `Down` gives everything back too. The next ack (batch
 //!   or heartbeat) brings a suspect link back `Up`. A late ack of a batch already delivered
-//!   elsewhere counts as a duplicate ack (the receiver drops the duplicate).
+//!   elsewhere counts as a duplicate ack (the receiver drops the duplicate). A batch's ack is
+//!   overdue one RTO after the link could have carried it and what is still in flight before
+//!   it (those bytes / goodput), counted from its send or the link's last ack, whichever is
+//!   later: a queue of big batches on a slow link is not a stall.
 //! - **Heartbeats**: a link that is up or suspect, has nothing in flight and has carried nothing
 //!   for `heartbeat_idle_us` gets a [`Action::Heartbeat`] (an up link one at a time, a suspect
 //!   link one every interval, so it is back within an interval of recovering); its ack
@@ -153,10 +157,10 @@ struct Link {
     band: RadioBand,
     in_flight: HashMap<BatchId, Flight>,
     bytes_in_flight: u64,
-    /// Batches moved away from this link whose ack may still come: (sent, cap). Their RTT is
-    /// sampled but capped at twice the RTO they missed, so a stall that ends does not inflate
-    /// the RTO for long.
-    late: HashMap<BatchId, (u64, u64)>,
+    /// Batches moved away from this link whose ack may still come. Their late ack gives no
+    /// RTT sample (Karn: it measures the stall, and with stalls in a row the RTO would feed on
+    /// itself), and a re-send on this link is ambiguous.
+    late: HashMap<BatchId, ()>,
     srtt_us: Option<u64>,
     rttvar_us: u64,
     /// Smallest RTT sample of the last [`MIN_RTT_WINDOW_US`] or so: (sample, when).
@@ -166,6 +170,8 @@ struct Link {
     goodput: Option<f64>,
     delivered: u64,
     last_send_us: Option<u64>,
+    /// The last batch ack on this link.
+    last_ack_us: Option<u64>,
     /// The heartbeat in flight: (seq, sent).
     heartbeat: Option<(u64, u64)>,
     counters: LinkCounters,
@@ -207,6 +213,7 @@ impl Link {
             goodput: None,
             delivered: 0,
             last_send_us: None,
+            last_ack_us: None,
             heartbeat: None,
             counters: LinkCounters::default(),
         }
@@ -274,6 +281,26 @@ impl Link {
         let f = self.in_flight.remove(&id)?;
         self.bytes_in_flight = self.bytes_in_flight.saturating_sub(f.bytes);
         Some(f)
+    }
+
+    /// Whether a batch's ack is overdue: due one RTO after the link could have carried it and
+    /// everything sent before it that is still in flight, counted from its send or the link's
+    /// last ack, whichever is later (so a deep queue on a slow link is not taken for a stall).
+    fn ack_overdue(&self, now_us: u64, rto: u64, cfg: &SchedulerConfig) -> bool {
+        let goodput = self.goodput(cfg);
+        let mut flights: Vec<(u64, u64)> = self
+            .in_flight
+            .values()
+            .map(|f| (f.sent_us, f.bytes))
+            .collect();
+        flights.sort_unstable();
+        let mut ahead = 0u64;
+        flights.into_iter().any(|(sent, bytes)| {
+            ahead += bytes;
+            let from = self.last_ack_us.map_or(sent, |a| a.max(sent));
+            let carry = (ahead as f64 / goodput * 1e6) as u64;
+            now_us.saturating_sub(from) >= rto.saturating_add(carry)
+        })
     }
 
     /// Any ack proves the link alive.
@@ -376,7 +403,6 @@ impl Scheduler {
 
     /// Takes back everything in flight on `link` (not what another link still carries).
     fn move_all(&mut self, link: usize, remember: bool) {
-        let cap = self.rto_us(link).saturating_mul(2);
         let Some(l) = self.links.get_mut(link) else {
             return;
         };
@@ -388,7 +414,7 @@ impl Scheduler {
             }
             for (id, f) in &flights {
                 if !f.ambiguous {
-                    l.late.insert(*id, (f.sent_us, cap));
+                    l.late.insert(*id, ());
                 }
             }
         }
@@ -442,30 +468,25 @@ impl Scheduler {
         if !outstanding {
             l.counters.duplicate_acks += 1;
         }
-        let late = l.late.remove(&id);
-        match mine {
-            Some(f) => {
-                l.delivered += f.bytes;
-                if !f.ambiguous {
-                    let rtt = now_us.saturating_sub(f.sent_us);
-                    l.rtt_sample(rtt, now_us);
-                    let rate = (l.delivered - f.delivered_at_send) as f64 * 1e6 / rtt.max(1) as f64;
-                    // An app-limited sample (the link had spare room) measures what was
-                    // offered, not what the path carries: it may raise the estimate, never
-                    // lower it, not even the first one below the initial guess, or a link
-                    // that carried one small batch would look too slow to be chosen again.
-                    l.goodput = Some(match l.goodput {
-                        None if f.app_limited => rate.max(cfg_initial),
-                        None => rate,
-                        Some(g) if f.app_limited && rate < g => g,
-                        Some(g) => g + GOODPUT_GAIN * (rate - g),
-                    });
-                }
-            }
-            None => {
-                if let Some((sent, cap)) = late {
-                    l.rtt_sample(now_us.saturating_sub(sent).min(cap), now_us);
-                }
+        // A late ack of a moved batch (`late`) proves the link alive but gives no RTT sample.
+        l.late.remove(&id);
+        if let Some(f) = mine {
+            l.last_ack_us = Some(now_us);
+            l.delivered += f.bytes;
+            if !f.ambiguous {
+                let rtt = now_us.saturating_sub(f.sent_us);
+                l.rtt_sample(rtt, now_us);
+                let rate = (l.delivered - f.delivered_at_send) as f64 * 1e6 / rtt.max(1) as f64;
+                // An app-limited sample (the link had spare room) measures what was
+                // offered, not what the path carries: it may raise the estimate, never lower
+                // it, not even the first one below the initial guess, or a link that carried
+                // one small batch would look too slow to be chosen again.
+                l.goodput = Some(match l.goodput {
+                    None if f.app_limited => rate.max(cfg_initial),
+                    None => rate,
+                    Some(g) if f.app_limited && rate < g => g,
+                    Some(g) => g + GOODPUT_GAIN * (rate - g),
+                });
             }
         }
         outstanding
@@ -532,10 +553,7 @@ impl Scheduler {
                 continue;
             }
             let rto = l.rto(&self.cfg);
-            let batch_overdue = l
-                .in_flight
-                .values()
-                .any(|f| now_us.saturating_sub(f.sent_us) >= rto);
+            let batch_overdue = l.ack_overdue(now_us, rto, &self.cfg);
             let hb_overdue = l
                 .heartbeat
                 .is_some_and(|(_, sent)| now_us.saturating_sub(sent) >= rto);

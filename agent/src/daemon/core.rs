@@ -53,6 +53,10 @@ pub struct Core {
     fix: PartialFix,
     /// Live readings for `pitlink tail` (sent only while someone listens).
     tail: tokio::sync::broadcast::Sender<crate::diag::TailChunk>,
+    /// The broker address of links without one of their own (for the status).
+    broker_addr: String,
+    /// Per-batch events for benchmarks and tests.
+    trace: Option<mpsc::UnboundedSender<super::TraceEvent>>,
 }
 
 /// Latitude, longitude, speed and course as they arrive on an NMEA source's channels.
@@ -86,6 +90,7 @@ impl Core {
         radio: Arc<RadioShared>,
         gps: watch::Sender<Option<Fix>>,
         tail: tokio::sync::broadcast::Sender<crate::diag::TailChunk>,
+        trace: Option<mpsc::UnboundedSender<super::TraceEvent>>,
     ) -> Self {
         let window_us = cfg.batch.window_ms * 1000;
         let batchers = cfg
@@ -109,6 +114,9 @@ impl Core {
             links.len(),
         );
         let n_sources = sources.len();
+        let broker_addr = crate::mqtt::from_config(&cfg.broker)
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_default();
         let n_links = links.len();
         Core {
             cfg,
@@ -134,6 +142,15 @@ impl Core {
             gps,
             fix: PartialFix::default(),
             tail,
+            broker_addr,
+            trace,
+        }
+    }
+
+    /// Reports a batch event when tracing is on.
+    fn trace(&self, ev: impl FnOnce() -> super::TraceEvent) {
+        if let Some(t) = &self.trace {
+            let _ = t.send(ev());
         }
     }
 
@@ -359,6 +376,12 @@ impl Core {
         let (res, gone) = self.queue.append(meta, encode);
         let now = crate::now_us();
         if let Some((id, payload)) = res {
+            self.trace(|| super::TraceEvent::Queued {
+                id,
+                at_us: now,
+                samples: meta.samples,
+                bytes: payload.len() as u64,
+            });
             self.sched.add(id, now, payload.len() as u64, critical);
             self.cache_put(id, payload);
         }
@@ -372,6 +395,12 @@ impl Core {
             }
         }
         for (id, payload) in self.queue.take_notices() {
+            self.trace(|| super::TraceEvent::Queued {
+                id,
+                at_us: now,
+                samples: 0,
+                bytes: payload.len() as u64,
+            });
             self.sched.add(id, now, payload.len() as u64, false);
             self.cache_put(id, payload);
         }
@@ -439,7 +468,8 @@ impl Core {
                 continue;
             };
             // Backlog batches were placed with an assumed size.
-            self.sched.sized(send.id, payload.len() as u64);
+            let bytes = payload.len() as u64;
+            self.sched.sized(send.id, bytes);
             let cmd = LinkCmd::Publish {
                 id: send.id,
                 payload,
@@ -447,6 +477,13 @@ impl Core {
             if self.links[send.link].try_send(cmd).is_err() {
                 // The link task is gone or swamped: treat the link as down; its batches move.
                 self.sched.link_down(send.link);
+            } else {
+                self.trace(|| super::TraceEvent::Sent {
+                    link: send.link,
+                    id: send.id,
+                    at_us: now,
+                    bytes,
+                });
             }
         }
     }
@@ -488,7 +525,13 @@ impl Core {
                 }
             }
             LinkEvent::Acked { link, id } => {
-                self.sched.acked(link, id, crate::now_us());
+                let now = crate::now_us();
+                self.trace(|| super::TraceEvent::Acked {
+                    link,
+                    id,
+                    at_us: now,
+                });
+                self.sched.acked(link, id, now);
                 self.queue.ack(id);
                 self.cache_remove(id);
             }
@@ -582,6 +625,10 @@ impl Core {
                     )
                     .with_metrics(LinkMetrics::of(&self.sched, i))
                     .with_radio(radio.links.get(i).cloned().flatten())
+                    .with_address(Some(
+                        l.address
+                            .map_or_else(|| self.broker_addr.clone(), |a| a.to_string()),
+                    ))
                 })
                 .collect(),
         };

@@ -30,6 +30,34 @@ pub struct StartOptions {
     pub drain_timeout: Duration,
     /// Serve the diagnostics socket.
     pub diag_socket: bool,
+    /// Per-batch events with their times, for benchmarks and tests (`None`: nothing is traced,
+    /// and the core's normal path pays one branch per event).
+    pub trace: Option<mpsc::UnboundedSender<TraceEvent>>,
+}
+
+/// One batch event of the core, stamped with the core's clock (µs since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceEvent {
+    /// A batch was appended to the queue (`samples` 0 for control batches: run, gap notice).
+    Queued {
+        id: crate::codec::BatchId,
+        at_us: u64,
+        samples: u32,
+        bytes: u64,
+    },
+    /// A publish of the batch was handed to `link`.
+    Sent {
+        link: usize,
+        id: crate::codec::BatchId,
+        at_us: u64,
+        bytes: u64,
+    },
+    /// The broker acknowledged the batch on `link` (duplicate acks included).
+    Acked {
+        link: usize,
+        id: crate::codec::BatchId,
+        at_us: u64,
+    },
 }
 
 impl Default for StartOptions {
@@ -37,6 +65,7 @@ impl Default for StartOptions {
         StartOptions {
             drain_timeout: Duration::from_secs(3),
             diag_socket: true,
+            trace: None,
         }
     }
 }
@@ -194,6 +223,7 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
         radio_shared,
         gps_tx,
         tail_tx,
+        opts.trace,
     );
     let sd = shutdown.clone();
     let core = std::thread::Builder::new()

@@ -400,6 +400,7 @@ mod tests {
             last_error: None,
             metrics: Default::default(),
             radio: None,
+            address: None,
         });
         let text = render(&s);
         assert!(

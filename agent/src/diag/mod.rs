@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+pub mod links;
 pub mod metrics;
 pub mod modem;
 mod render;
@@ -134,6 +135,9 @@ pub struct LinkStatus {
     #[serde(flatten)]
     pub counters: LinkCounters,
     pub last_error: Option<String>,
+    /// The broker address the link connects to (HOST:PORT, or the broker's socket path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// The scheduler's estimates for the link.
     #[serde(flatten, default)]
     pub metrics: LinkMetrics,
@@ -197,6 +201,7 @@ impl LinkStatus {
             in_flight: in_flight as u64,
             counters,
             last_error,
+            address: None,
             metrics: LinkMetrics::default(),
             radio: None,
         }
@@ -205,6 +210,12 @@ impl LinkStatus {
     /// With the link's modem radio.
     pub fn with_radio(mut self, radio: Option<LinkRadio>) -> Self {
         self.radio = radio;
+        self
+    }
+
+    /// With the broker address the link connects to.
+    pub fn with_address(mut self, address: Option<String>) -> Self {
+        self.address = address;
         self
     }
 

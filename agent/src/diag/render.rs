@@ -234,6 +234,7 @@ mod tests {
                 ..Default::default()
             },
             last_error: None,
+            address: None,
             metrics: Default::default(),
             radio: None,
         });
