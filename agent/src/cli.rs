@@ -616,6 +616,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Fetches the status and prints one view of it: JSON or text.
+fn show(
+    socket: Option<PathBuf>,
+    config: &std::path::Path,
+    json: bool,
+    view: impl FnOnce(&crate::diag::Status) -> (serde_json::Result<serde_json::Value>, String),
+) -> Result<ExitCode> {
+    let st = crate::diag::fetch(&status_socket(socket, config))?;
+    let (value, text) = view(&st);
+    if json {
+        println!("{}", value?);
+    } else {
+        print!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The diagnostics socket: `--socket`, else the config's `[diag] socket`, else the default.
 fn status_socket(socket: Option<PathBuf>, config: &std::path::Path) -> PathBuf {
     socket
@@ -663,10 +680,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json, socket } => {
-            let path = socket
-                .or_else(|| Config::load(&cli.config).ok().map(|c| c.diag.socket))
-                .unwrap_or_else(|| crate::config::DiagConfig::default().socket);
-            let st = crate::diag::fetch(&path)?;
+            let st = crate::diag::fetch(&status_socket(socket, &cli.config))?;
             if json {
                 println!("{}", serde_json::to_string(&st)?);
             } else {
@@ -684,24 +698,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sources { json, socket } => {
-            let st = crate::diag::fetch(&status_socket(socket, &cli.config))?;
-            if json {
-                println!("{}", serde_json::to_string(&st.sources)?);
-            } else {
-                print!("{}", crate::diag::render_sources(&st));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Queue { json, socket } => {
-            let st = crate::diag::fetch(&status_socket(socket, &cli.config))?;
-            if json {
-                println!("{}", serde_json::to_string(&st.queue)?);
-            } else {
-                print!("{}", crate::diag::render_queue(&st));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Sources { json, socket } => show(socket, &cli.config, json, |st| {
+            (
+                serde_json::to_value(&st.sources),
+                crate::diag::render_sources(st),
+            )
+        }),
+        Command::Queue { json, socket } => show(socket, &cli.config, json, |st| {
+            (
+                serde_json::to_value(&st.queue),
+                crate::diag::render_queue(st),
+            )
+        }),
         Command::Tail {
             spec,
             dbc,
@@ -760,10 +768,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Towers { json, socket } => {
-            let path = socket
-                .or_else(|| Config::load(&cli.config).ok().map(|c| c.diag.socket))
-                .unwrap_or_else(|| crate::config::DiagConfig::default().socket);
-            let st = crate::diag::fetch(&path)?;
+            let st = crate::diag::fetch(&status_socket(socket, &cli.config))?;
             if json {
                 let mut t = serde_json::to_value(&st.towers)?;
                 // Each modem's radio beside its cells.

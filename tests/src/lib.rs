@@ -491,3 +491,37 @@ pub fn finish_receiver(rx: &mut Proc, out: &Path) -> Result<Vec<SampleLine>> {
     }
     read_samples(out)
 }
+
+/// A `pitlink modem sim` child (simulated modems and GPS on PTYs), killed on drop.
+#[derive(Debug)]
+pub struct SimModems {
+    child: Child,
+    /// The JSON line it printed at start: `scenario`, `modems` (`name`, `carrier`, `path`),
+    /// `gps`.
+    pub started: serde_json::Value,
+}
+
+impl Drop for SimModems {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `pitlink modem sim --json --dir DIR ARGS...` and reads its start line.
+pub fn start_sim_modems(dir: &Path, args: &[&str]) -> Result<SimModems> {
+    let mut child = Command::new(pitlink_bin())
+        .args(["modem", "sim", "--json", "--dir"])
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawn pitlink modem sim")?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let started =
+        serde_json::from_str(&line).with_context(|| format!("modem sim said {line:?}"))?;
+    Ok(SimModems { child, started })
+}

@@ -1,53 +1,31 @@
 //! `pitlink modem sim` and `pitlink modem <link> info|cells|lock|release` end to end: real
 //! processes, simulated modems on real PTYs, the shipped track scenario.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use system_tests::pitlink_bin;
+use system_tests::{SimModems, pitlink_bin, start_sim_modems};
 
-/// A `pitlink modem sim` child, killed on drop.
-struct Sim {
-    child: Child,
-    started: Value,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sim(dir: &Path, profile: &str) -> Result<Sim> {
-    let mut child = Command::new(pitlink_bin())
-        .args([
-            "modem",
-            "sim",
-            "--json",
+fn start_sim(dir: &Path, profile: &str) -> Result<SimModems> {
+    start_sim_modems(
+        dir,
+        &[
             "--latency-scale",
             "0.1",
             "--reattach",
             "1s",
-        ])
-        .args(["--profile", profile, "--duration", "120s", "--dir"])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("spawn pitlink modem sim")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let started: Value = serde_json::from_str(&line).with_context(|| format!("{line:?}"))?;
-    Ok(Sim { child, started })
+            "--profile",
+            profile,
+            "--duration",
+            "120s",
+        ],
+    )
 }
 
-fn config(dir: &Path, sim: &Sim) -> Result<std::path::PathBuf> {
+fn config(dir: &Path, sim: &SimModems) -> Result<std::path::PathBuf> {
     let mut text = String::from(
         "vehicle = \"car\"\n[broker]\nhost = \"127.0.0.1\"\n[[sources]]\nname = \"s\"\nkind = \"synthetic\"\nchannels = 1\nrate_hz = 10\n",
     );

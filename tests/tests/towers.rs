@@ -2,49 +2,29 @@
 //! simulated GPS receiver (`pitlink modem sim` on the shipped track), locks cells through the
 //! same AT commands as on a real modem, and shows it all in `pitlink towers` and the status.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 use system_tests::*;
 
-struct Sim {
-    child: Child,
-    started: Value,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The track's modems and GPS, the world running four times faster than real time.
-fn start_sim(dir: &Path) -> Result<Sim> {
-    let mut child = Command::new(pitlink_bin())
-        .args([
-            "modem",
-            "sim",
-            "--json",
+fn start_sim(dir: &Path) -> Result<SimModems> {
+    start_sim_modems(
+        dir,
+        &[
             "--speed",
             "4",
             "--latency-scale",
             "0.1",
-        ])
-        .args(["--reattach", "1s", "--duration", "600s", "--dir"])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let started = serde_json::from_str(&line).with_context(|| format!("{line:?}"))?;
-    Ok(Sim { child, started })
+            "--reattach",
+            "1s",
+            "--duration",
+            "600s",
+        ],
+    )
 }
 
 fn towers_json(cfg: &Path) -> Result<Value> {

@@ -348,19 +348,7 @@ fn run(
         lap_goodput,
         lap_stall_s: lap_stall.iter().map(|s| round3(*s)).collect(),
     };
-    let decisions = towers
-        .policy()
-        .decisions()
-        .map(|d| {
-            format!(
-                "t={:.1}s modem {}: {:?}: {}",
-                d.at_us as f64 / 1e6,
-                d.command.modem(),
-                d.command,
-                d.reason
-            )
-        })
-        .collect();
+    let decisions = towers.policy().decisions().map(|d| d.summary()).collect();
     (figures, towers.into_map(), decisions)
 }
 

@@ -140,6 +140,19 @@ pub struct Decision {
     pub reason: String,
 }
 
+impl Decision {
+    /// One line: when (s on the caller's clock), which modem, what and why.
+    pub fn summary(&self) -> String {
+        format!(
+            "t={:.1}s modem {}: {:?}: {}",
+            self.at_us as f64 / 1e6,
+            self.command.modem(),
+            self.command,
+            self.reason
+        )
+    }
+}
+
 /// The policy's thresholds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

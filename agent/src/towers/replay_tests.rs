@@ -134,15 +134,7 @@ fn a_recorded_run_replays_to_the_same_decisions_and_every_decision_follows_the_r
         .rev()
         .take(report.last_decisions.len())
         .rev()
-        .map(|d| {
-            format!(
-                "t={:.1}s modem {}: {:?}: {}",
-                d.at_us as f64 / 1e6,
-                d.command.modem(),
-                d.command,
-                d.reason
-            )
-        })
+        .map(|d| d.summary())
         .collect();
     assert_eq!(tail, report.last_decisions);
     assert!(!decisions.is_empty(), "two laps without a single decision");
