@@ -7,6 +7,7 @@
 
 mod core;
 pub mod modems;
+pub mod notify;
 pub mod radio;
 mod sources;
 
@@ -30,6 +31,10 @@ pub struct StartOptions {
     pub drain_timeout: Duration,
     /// Serve the diagnostics socket.
     pub diag_socket: bool,
+    /// Test hook: block the core thread for good this long after start (a stuck pipeline, for
+    /// the watchdog's test). Never set in normal operation.
+    #[doc(hidden)]
+    pub stall_core_after: Option<Duration>,
 }
 
 impl Default for StartOptions {
@@ -37,6 +42,7 @@ impl Default for StartOptions {
         StartOptions {
             drain_timeout: Duration::from_secs(3),
             diag_socket: true,
+            stall_core_after: None,
         }
     }
 }
@@ -183,6 +189,7 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
         gps_tx,
     );
     let sd = shutdown.clone();
+    let stall = opts.stall_core_after;
     let core = std::thread::Builder::new()
         .name("pitlink-core".into())
         .spawn(move || {
@@ -190,6 +197,15 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
                 .enable_all()
                 .build()
                 .context("core runtime")?;
+            if let Some(after) = stall {
+                rt.spawn(async move {
+                    tokio::time::sleep(after).await;
+                    tracing::warn!("test hook: the core thread stops here");
+                    loop {
+                        std::thread::park();
+                    }
+                });
+            }
             rt.block_on(core.run(sample_rx, event_rx, sd))
         })
         .context("cannot start the core thread")?;

@@ -163,6 +163,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         StartOptions {
             drain_timeout: Duration::from_secs(30),
             diag_socket: true,
+            ..StartOptions::default()
         },
     )?;
     let status = daemon.status.clone();
