@@ -126,12 +126,17 @@ impl Progress {
     /// Feeds the current snapshot; `Ok(())` while the pipeline progresses.
     pub fn observe(&mut self, now: Duration, s: &Status) -> Result<(), Stall> {
         if self.last_status_us != Some(s.now_us) {
+            let first = self.last_status_us.is_none();
             self.last_status_us = Some(s.now_us);
             self.status_seen_at = now;
             let readings: u64 = s.sources.iter().map(|x| x.counters.readings).sum();
             let q = &s.queue.stats;
             let batches = q.appended_batches + q.dropped_batches + q.evicted_batches;
-            if batches != self.batches {
+            if first {
+                // The first snapshot is the baseline.
+                self.readings = readings;
+                self.batches = batches;
+            } else if batches != self.batches {
                 self.batches = batches;
                 self.pending_since = None;
             }
@@ -260,15 +265,16 @@ mod tests {
     #[test]
     fn readings_without_batches_stall_after_the_limit() {
         let mut p = Progress::new(S(0), S(5), S(10));
+        // The first snapshot is the baseline; readings from t = 4 s wait for a batch.
         assert_eq!(p.observe(S(1), &snap(1, 100, 0)), Ok(()));
         assert_eq!(p.observe(S(4), &snap(2, 200, 0)), Ok(()));
         assert_eq!(p.observe(S(11), &snap(3, 300, 0)), Ok(()));
         assert_eq!(
-            p.observe(S(12), &snap(4, 400, 0)),
+            p.observe(S(15), &snap(4, 400, 0)),
             Err(Stall::NoBatches(S(11)))
         );
         // A stored batch clears it; readings after it start a new wait.
-        assert_eq!(p.observe(S(13), &snap(5, 400, 1)), Ok(()));
+        assert_eq!(p.observe(S(16), &snap(5, 400, 1)), Ok(()));
         assert_eq!(p.observe(S(20), &snap(6, 500, 1)), Ok(()));
         assert_eq!(p.observe(S(29), &snap(7, 500, 1)), Ok(()));
         assert_eq!(
