@@ -5,6 +5,9 @@
 # shipped config and the daemon starts as the pitlink user, recovers its queue and serves
 # `pitlink status`.
 #
+# The root is bookworm minbase plus systemd-standalone-sysusers (the package's user comes from
+# sysusers.d; a system with systemd has systemd-sysusers already).
+#
 # A chroot rather than `dpkg --root`: the maintainer scripts must really run (the pitlink user,
 # the config's group) and the binary must run against the target's own libc and paths
 # (/etc/pitlink, /var/lib/pitlink, /run/pitlink); `dpkg --root` runs neither in a usable way.
@@ -12,7 +15,7 @@
 # Ends with "test result: ok|FAILED. N passed; M failed" like cargo's, so scripts/test.sh counts
 # these checks with the others. Needs root (chroot). env:
 #   PITLINK_DEB            an already built .deb (default: packaging/build-deb amd64)
-#   PITLINK_DEBROOT_CACHE  cached chroot tarball (default /var/tmp/pitlink-debroot/bookworm.tar)
+#   PITLINK_DEBROOT_CACHE  cached chroot tarball (default /var/tmp/pitlink-debroot/bookworm-sysusers.tar)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,10 +57,11 @@ dpkg-deb -c "$deb" > "$work/contents"
 dpkg-deb -I "$deb" > "$work/info"
 has_file() { grep -qE " \./$1\$" "$work/contents" || { echo "missing /$1"; cat "$work/contents"; return 1; }; }
 check contains_binary has_file usr/bin/pitlink
-check contains_unit has_file lib/systemd/system/pitlink.service
+check contains_unit has_file usr/lib/systemd/system/pitlink.service
 check contains_config has_file etc/pitlink/pitlink.toml
 check contains_sysusers has_file usr/lib/sysusers.d/pitlink.conf
 check contains_udev_example has_file usr/share/doc/pitlink/examples/77-pitlink-mm-ignore.rules
+check contains_lintian_overrides has_file usr/share/lintian/overrides/pitlink
 conffile() { dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx /etc/pitlink/pitlink.toml; }
 check config_is_conffile conffile
 scripts() { for s in postinst prerm postrm; do dpkg-deb --ctrl-tarfile "$deb" | tar -tf - "./$s" >/dev/null || return 1; done; }
@@ -68,7 +72,7 @@ check architecture arch
 # --- lintian ----------------------------------------------------------------------------------
 lint() {
   command -v lintian >/dev/null || { echo "lintian missing (scripts/setup.sh installs it)"; return 1; }
-  local o; o=$(lintian --suppress-tags-from-file packaging/lintian-overrides "$deb" 2>&1)
+  local o; o=$(lintian "$deb" 2>&1)
   printf '%s\n' "$o"
   ! printf '%s\n' "$o" | grep -q '^E: '
 }
@@ -76,7 +80,7 @@ check lintian_no_errors lint
 
 # --- the unit -----------------------------------------------------------------------------------
 mkdir -p "$work/x" && dpkg-deb -x "$deb" "$work/x"
-unit="$work/x/lib/systemd/system/pitlink.service"
+unit="$work/x/usr/lib/systemd/system/pitlink.service"
 # verify checks ExecStart's binary exists: point it at the packaged one (the only change).
 mkdir -p "$work/v" && sed "s#/usr/bin/pitlink#$work/x/usr/bin/pitlink#g" "$unit" > "$work/v/pitlink.service"
 verify() { local o; o=$(systemd-analyze verify "$work/v/pitlink.service" 2>&1); printf '%s\n' "$o"; [ -z "$o" ]; }
@@ -91,13 +95,13 @@ security() {
 check systemd_analyze_security_le_2 security
 
 # --- install into a throwaway Debian root -------------------------------------------------------
-cache=${PITLINK_DEBROOT_CACHE:-/var/tmp/pitlink-debroot/bookworm.tar}
+cache=${PITLINK_DEBROOT_CACHE:-/var/tmp/pitlink-debroot/bookworm-sysusers.tar}
 make_root() {
   if [ ! -s "$cache" ]; then
     command -v debootstrap >/dev/null || { echo "debootstrap missing (scripts/setup.sh installs it)"; return 1; }
     mkdir -p "$(dirname "$cache")"
     local b="$work/bootstrap"
-    debootstrap --variant=minbase bookworm "$b" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
+    debootstrap --variant=minbase --include=systemd-standalone-sysusers bookworm "$b" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
       { tail -n 20 "$work/debootstrap.log"; return 1; }
     tar -C "$b" -cf "$cache.tmp" . && mv "$cache.tmp" "$cache"
     rm -rf --one-file-system "$b"
