@@ -6,7 +6,12 @@ set -euo pipefail
 need_pkgs=()
 # python3-zstandard: the independent wire-format decoder (scripts/wire_decode.py) of the tests.
 # dbus-daemon: the private bus of the ModemManager backend's tests.
-for pkg in mosquitto mosquitto-clients python3 python3-zstandard dbus-daemon; do
+# lintian, debootstrap: the package tests (packaging/test-deb.sh). gcc-aarch64-linux-gnu,
+# libc6-dev-arm64-cross, qemu-user-static: the arm64 build and its unit tests under emulation.
+pkgs=(mosquitto mosquitto-clients python3 python3-zstandard dbus-daemon)
+[ "${PITLINK_SKIP_PACKAGE:-0}" = 1 ] || pkgs+=(lintian debootstrap)
+[ "${PITLINK_SKIP_ARM64:-0}" = 1 ] || pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+for pkg in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
 done
 
@@ -30,6 +35,14 @@ command -v dbus-daemon >/dev/null || { echo "setup: dbus-daemon missing after in
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+# The .deb (packaging/build-deb) and the arm64 cross build.
+if [ "${PITLINK_SKIP_PACKAGE:-0}" != 1 ]; then
+  cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked --quiet
+fi
+if [ "${PITLINK_SKIP_ARM64:-0}" != 1 ]; then
+  rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu >/dev/null
+fi
 
 # Fuzzing (scripts/fuzz.sh): libFuzzer through cargo-fuzz needs a nightly compiler.
 if [ "${PITLINK_SKIP_FUZZ:-0}" != 1 ]; then

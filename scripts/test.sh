@@ -14,6 +14,16 @@ cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 # SocketCAN tests on a real kernel, in a small Linux guest (scripts/canvm); their "test result:"
 # lines are counted below with the others.
 scripts/canvm/test.sh 2>&1 | tee -a "$log" || status=$?
+# The Debian package: contents, lintian, systemd-analyze, an install into a throwaway root
+# (packaging/test-deb.sh); the unit tests cross-built for arm64 under qemu (scripts/test-arm64.sh).
+if [ "${PITLINK_SKIP_PACKAGE:-0}" != 1 ]; then
+  packaging/test-deb.sh 2>&1 | tee -a "$log" || status=$?
+fi
+# The arm64 run is opt-in (PITLINK_ARM64_TESTS=1): its cross build of the three crates' tests
+# costs more CI time than the rest of the package checks together.
+if [ "${PITLINK_ARM64_TESTS:-0}" = 1 ]; then
+  scripts/test-arm64.sh 2>&1 | tee -a "$log" || status=$?
+fi
 # Every fuzz target for a short while (scripts/fuzz.sh); a crash fails the run.
 fuzz_line="fuzz: skipped (PITLINK_SKIP_FUZZ=1)"
 if [ "${PITLINK_SKIP_FUZZ:-0}" != 1 ]; then

@@ -328,6 +328,38 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = crate::codec::columnar::DEFAULT_LEVEL, allow_hyphen_values = true)]
         level: i32,
     },
+    /// Size and resource use as deployed: stripped release binaries (amd64, arm64), RSS and CPU
+    /// of a real daemon idle and with 160,000 CAN frames/s through the whole pipeline to a
+    /// local Mosquitto. Run it with the release binary for the deployed figures.
+    Footprint {
+        /// Print one JSON object only.
+        #[arg(long)]
+        json: bool,
+        /// Stripped amd64 release binary (default: target/x86_64-unknown-linux-gnu/release/pitlink).
+        #[arg(long, value_name = "FILE")]
+        amd64: Option<PathBuf>,
+        /// Stripped arm64 release binary (default: target/aarch64-unknown-linux-gnu/release/pitlink).
+        #[arg(long, value_name = "FILE")]
+        arm64: Option<PathBuf>,
+        /// The candump log replayed (looped; default: the RAV4 capture in ../shared/data).
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Frames per second of the loaded phase.
+        #[arg(long, default_value_t = 160_000)]
+        rate: u64,
+        /// Length of the idle measurement.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        idle: Duration,
+        /// Length of the loaded measurement.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        loaded: Duration,
+        /// Settling time of each daemon before it is measured.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        settle: Duration,
+        /// Scratch directory (default: the system temp directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Tower policy against the modems' own sticky cell selection: laps of a track scenario
     /// in simulated time; goodput, stall time and switches of each, and per lap with learning.
     Track {
@@ -929,6 +961,34 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             })?;
             print_bench(json, &r, || crate::bench::codec::render(&r))
         }
+        Command::Bench(BenchCmd::Footprint {
+            json,
+            amd64,
+            arm64,
+            input,
+            rate,
+            idle,
+            loaded,
+            settle,
+            dir,
+        }) => {
+            let input = match input {
+                Some(p) => p,
+                None => crate::bench::ingest::default_input()?,
+            };
+            let r =
+                crate::bench::footprint::footprint(&crate::bench::footprint::FootprintOptions {
+                    amd64,
+                    arm64,
+                    input,
+                    rate,
+                    idle,
+                    loaded,
+                    settle,
+                    dir,
+                })?;
+            print_bench(json, &r, || crate::bench::footprint::render(&r))
+        }
         Command::Bench(BenchCmd::Track {
             json,
             scenario,
@@ -1245,25 +1305,62 @@ async fn wait_for_signal() {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT. SIGHUP re-reads `path`: a valid new
-/// configuration replaces the running pipeline (sources, links, thresholds; the queue on disk
-/// carries the undelivered data over, and the new run re-sends it); an invalid one is rejected
-/// with one log line and the running configuration stays.
+/// Runs the daemon until SIGTERM or SIGINT, or until every source has ended. SIGHUP re-reads
+/// `path`: a valid new configuration replaces the running pipeline (sources, links,
+/// thresholds; the queue on disk carries the undelivered data over, and the new run re-sends
+/// it); an invalid one is rejected with one log line and the running configuration stays.
+/// Under systemd (`NOTIFY_SOCKET`) it sends READY=1 once the configuration is valid and the
+/// queue recovered, STATUS= lines, WATCHDOG=1 while the pipeline progresses, RELOADING=1 and
+/// READY=1 around a reload, and STOPPING=1.
 async fn run_daemon(mut cfg: Config, path: &std::path::Path) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut notifier = match crate::daemon::notify::Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("NOTIFY_SOCKET unusable, no service notifications: {e}");
+            None
+        }
+    };
     loop {
-        let daemon = crate::daemon::start(cfg.clone(), crate::daemon::StartOptions::default())?;
+        let opts = crate::daemon::StartOptions {
+            // Hidden test hook of the watchdog's test (a stuck core); see StartOptions.
+            stall_core_after: std::env::var("PITLINK_TEST_STALL_CORE_AFTER_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis),
+            ..crate::daemon::StartOptions::default()
+        };
+        let daemon = crate::daemon::start(cfg.clone(), opts)?;
         tracing::info!("pitlink running (pid {})", std::process::id());
+        // The config is valid and the queue recovered: tell systemd (Type=notify) we are up.
+        let notify_stop = tokio_util::sync::CancellationToken::new();
+        let notify_task = notifier.take().map(|n| {
+            crate::daemon::notify::spawn(
+                n,
+                daemon.status.clone(),
+                crate::daemon::notify::watchdog_from_env(),
+                Duration::from_millis(cfg.batch.window_ms),
+                notify_stop.clone(),
+            )
+        });
         let stop = daemon.shutdown.clone();
         let mut done = Box::pin(daemon.wait());
         let next = loop {
             tokio::select! {
                 r = &mut done => {
                     r?;
-                    anyhow::bail!("the pipeline stopped by itself");
+                    tracing::info!("every source has ended and the queue is drained");
+                    notify_stop.cancel();
+                    if let Some(task) = notify_task
+                        && let Ok(n) = task.await
+                    {
+                        let _ = n.send("STOPPING=1\nSTATUS=every source has ended");
+                    }
+                    tracing::info!("pitlink stopped");
+                    return Ok(());
                 }
                 _ = term.recv() => break None,
                 _ = int.recv() => break None,
@@ -1276,6 +1373,17 @@ async fn run_daemon(mut cfg: Config, path: &std::path::Path) -> Result<()> {
                 },
             }
         };
+        notify_stop.cancel();
+        if let Some(task) = notify_task
+            && let Ok(n) = task.await
+        {
+            let _ = n.send(if next.is_some() {
+                "RELOADING=1\nSTATUS=reloading the configuration"
+            } else {
+                "STOPPING=1\nSTATUS=stopping: draining the pipeline"
+            });
+            notifier = Some(n);
+        }
         match next {
             None => {
                 tracing::info!("stopping: draining the pipeline");

@@ -343,3 +343,47 @@ fn live_bench_short_drains_the_backlog_and_delivers_everything_once() -> Result<
     assert!(r["goal_met"].is_boolean(), "{r}");
     Ok(())
 }
+
+#[test]
+fn footprint_measures_a_real_daemon_idle_and_loaded() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dir_s = dir.path().to_str().context("utf-8 path")?;
+    // Binary sizes given explicitly: this test binary stands in for both builds.
+    let me = std::env::current_exe()?;
+    let me_s = me.to_str().context("utf-8 path")?;
+    let r = bench_json(&[
+        "footprint",
+        "--rate",
+        "5000",
+        "--idle",
+        "1s",
+        "--loaded",
+        "2s",
+        "--settle",
+        "500ms",
+        "--amd64",
+        me_s,
+        "--arm64",
+        me_s,
+        "--dir",
+        dir_s,
+    ])?;
+    let size = std::fs::metadata(&me)?.len();
+    assert_eq!(u(&r, "binary_bytes_amd64"), size, "{r}");
+    assert_eq!(u(&r, "binary_bytes_arm64"), size, "{r}");
+    assert_eq!(u(&r, "rate"), 5000, "{r}");
+    for k in [
+        "rss_mib_idle",
+        "rss_mib_at_160k",
+        "achieved_frames_per_s",
+        "cpu_fraction_at_160k",
+    ] {
+        assert!(f(&r, k) > 0.0, "{k} in {r}");
+    }
+    assert!(f(&r, "cpu_fraction_idle") >= 0.0, "{r}");
+    // Batches went through the link to the broker, not only into the queue.
+    assert!(u(&r, "appended_batches") > 0, "{r}");
+    assert!(u(&r, "delivered_batches") > 0, "{r}");
+    assert_eq!(std::fs::read_dir(dir.path())?.count(), 0, "scratch removed");
+    Ok(())
+}

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub mod codec;
 pub mod crash;
+pub mod footprint;
 pub mod ingest;
 #[cfg(feature = "sled-peer")]
 mod sled_peer;

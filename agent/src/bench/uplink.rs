@@ -332,6 +332,7 @@ impl World {
                 drain_timeout: Duration::from_secs(30),
                 diag_socket: false,
                 trace: Some(tx),
+                stall_core_after: None,
             },
         )
     }

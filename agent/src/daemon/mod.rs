@@ -7,6 +7,7 @@
 
 mod core;
 pub mod modems;
+pub mod notify;
 pub mod radio;
 mod sources;
 
@@ -33,6 +34,10 @@ pub struct StartOptions {
     /// Per-batch events with their times, for benchmarks and tests (`None`: nothing is traced,
     /// and the core's normal path pays one branch per event).
     pub trace: Option<mpsc::UnboundedSender<TraceEvent>>,
+    /// Test hook: block the core thread for good this long after start (a stuck pipeline, for
+    /// the watchdog's test). Never set in normal operation.
+    #[doc(hidden)]
+    pub stall_core_after: Option<Duration>,
 }
 
 /// One batch event of the core, stamped with the core's clock (µs since the Unix epoch).
@@ -66,6 +71,7 @@ impl Default for StartOptions {
             drain_timeout: Duration::from_secs(3),
             diag_socket: true,
             trace: None,
+            stall_core_after: None,
         }
     }
 }
@@ -226,6 +232,7 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
         opts.trace,
     );
     let sd = shutdown.clone();
+    let stall = opts.stall_core_after;
     let core = std::thread::Builder::new()
         .name("pitlink-core".into())
         .spawn(move || {
@@ -233,6 +240,15 @@ pub fn start(cfg: Config, opts: StartOptions) -> anyhow::Result<RunningDaemon> {
                 .enable_all()
                 .build()
                 .context("core runtime")?;
+            if let Some(after) = stall {
+                rt.spawn(async move {
+                    tokio::time::sleep(after).await;
+                    tracing::warn!("test hook: the core thread stops here");
+                    loop {
+                        std::thread::park();
+                    }
+                });
+            }
             rt.block_on(core.run(sample_rx, event_rx, sd))
         })
         .context("cannot start the core thread")?;

@@ -256,7 +256,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoSummary> {
         StartOptions {
             drain_timeout: Duration::from_secs(30),
             diag_socket: true,
-            trace: None,
+            ..StartOptions::default()
         },
     )?;
     let status = daemon.status.clone();
