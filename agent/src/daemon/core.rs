@@ -242,10 +242,7 @@ impl Core {
                 }
                 Some(done) = sync_done.recv() => self.finish_sync(done),
                 _ = flush.tick() => self.start_sync(),
-                _ = status.tick() => {
-                    self.follow_radio();
-                    self.publish_status();
-                }
+                _ = status.tick() => self.publish_status(),
                 // Shutdown only stops the sources; the core notices when their channel closes.
                 _ = shutdown.cancelled(), if sources_open && !shutdown.is_cancelled() => {}
             }
@@ -330,8 +327,7 @@ impl Core {
     }
 
     /// Gives the scheduler the radio band of each link's modem when it changes.
-    fn follow_radio(&mut self) {
-        let st = self.radio.snapshot();
+    fn follow_radio(&mut self, st: &crate::daemon::radio::RadioState) {
         for (i, r) in st.links.iter().enumerate() {
             let band = r.as_ref().and_then(|r| r.quality);
             if let Some(b) = band
@@ -581,7 +577,10 @@ impl Core {
             }
             self.last_rate.0 = now;
         }
+        // One snapshot of the modems' side per status: the scheduler's radio bands and the
+        // radio shown in the status come from the same reading.
         let radio = self.radio.snapshot();
+        self.follow_radio(&radio);
         let status = Status {
             towers: radio.towers,
             vehicle: self.cfg.vehicle.clone(),

@@ -207,15 +207,7 @@ impl SimWorld {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let now = self.clock.now();
-        let serving: Vec<Option<usize>> = self
-            .modems
-            .iter()
-            .map(|m| {
-                let s = m.status();
-                s.serving.filter(|_| s.attached).map(|c| c.tower)
-            })
-            .collect();
-        let qualities = self.world.links(now, &serving);
+        let qualities = self.world.links(now, &serving_towers(&self.modems));
         self.modems
             .iter()
             .enumerate()
@@ -248,6 +240,17 @@ impl SimWorld {
     }
 }
 
+/// The tower serving each modem, `None` while it is not attached.
+fn serving_towers(modems: &[SimHandle]) -> Vec<Option<usize>> {
+    modems
+        .iter()
+        .map(|m| {
+            let s = m.status();
+            s.serving.filter(|_| s.attached).map(|c| c.tower)
+        })
+        .collect()
+}
+
 fn follow_once(
     world: &World,
     clock: SimClock,
@@ -256,14 +259,7 @@ fn follow_once(
     state: &Mutex<Vec<(LinkQuality, bool)>>,
 ) {
     let now = clock.now();
-    let serving: Vec<Option<usize>> = modems
-        .iter()
-        .map(|m| {
-            let s = m.status();
-            s.serving.filter(|_| s.attached).map(|c| c.tower)
-        })
-        .collect();
-    let q = world.links(now, &serving);
+    let q = world.links(now, &serving_towers(modems));
     let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
     for (i, l) in links.iter().enumerate() {
         let faulted = st.get(i).is_some_and(|x| x.1);

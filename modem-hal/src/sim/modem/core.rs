@@ -586,7 +586,7 @@ impl SimCore {
         match self.cmee {
             0 => "ERROR".into(),
             1 => format!("+CME ERROR: {code}"),
-            _ => format!("+CME ERROR: {}", cme_text(code)),
+            _ => format!("+CME ERROR: {}", crate::at::parse::cme_error_text(code)),
         }
     }
 
@@ -1065,23 +1065,6 @@ fn neighbour_line(c: &HeardCell, intra: bool) -> String {
             round(c.rssi_dbm),
             round(c.sinr_db)
         )
-    }
-}
-
-/// Verbose `+CME ERROR` texts (`AT+CMEE=2`), 27.007 wording.
-fn cme_text(code: u16) -> &'static str {
-    match code {
-        0 => "phone failure",
-        3 => "operation not allowed",
-        4 => "operation not supported",
-        10 => "SIM not inserted",
-        13 => "SIM failure",
-        14 => "SIM busy",
-        30 => "no network service",
-        31 => "network timeout",
-        32 => "network not allowed - emergency calls only",
-        50 => "incorrect parameters",
-        _ => "unknown",
     }
 }
 
