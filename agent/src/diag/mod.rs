@@ -299,7 +299,7 @@ pub enum TailLine {
 /// status (so `socat - UNIX-CONNECT:...` shows it too).
 async fn answer(
     conn: tokio::net::UnixStream,
-    status: watch::Receiver<Status>,
+    mut status: watch::Receiver<Status>,
     tail: broadcast::Sender<TailChunk>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -310,6 +310,13 @@ async fn answer(
     let _ = tokio::time::timeout(
         std::time::Duration::from_millis(200),
         reader.read_line(&mut line),
+    )
+    .await;
+    // The socket is up before the core's first snapshot: wait for it (briefly) rather than
+    // answer with an empty status.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        status.wait_for(|s| s.pid != 0),
     )
     .await;
     let Some(source) = line.trim().strip_prefix("tail ").map(str::trim) else {
