@@ -328,6 +328,34 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = crate::codec::columnar::DEFAULT_LEVEL, allow_hyphen_values = true)]
         level: i32,
     },
+    /// Chaos: the real agent, a real Mosquitto, the simulated track with three modems and
+    /// links, 1 kHz synthetic channels, the RAV4 replay, GPS and a line sensor, under random
+    /// kills, torn queue tails, broker restarts, link blackholes / resets / flaps, a full disk
+    /// (needs root), malformed input everywhere and SIGHUP reloads; then an exactly-once check
+    /// of what the receiver wrote. Run it with the release binary.
+    Chaos {
+        /// Print one JSON object only (without it: a summary on stderr, the JSON pretty on stdout).
+        #[arg(long)]
+        json: bool,
+        /// Minutes of faults (the drain and the checks come after); fractions allowed.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Seed of the fault plan (default: from the clock; reported either way).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Working directory, kept afterwards (default: a temporary one, removed).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Synthetic channels in all (split over three sources).
+        #[arg(long, default_value_t = 300)]
+        channels: u16,
+        /// Samples per second per synthetic channel.
+        #[arg(long, default_value_t = 1000)]
+        rate_hz: u32,
+        /// The candump log replayed (default: the RAV4 capture in ../shared/data).
+        #[arg(long, value_name = "FILE")]
+        candump: Option<PathBuf>,
+    },
     /// Size and resource use as deployed: stripped release binaries (amd64, arm64), RSS and CPU
     /// of a real daemon idle and with 160,000 CAN frames/s through the whole pipeline to a
     /// local Mosquitto. Run it with the release binary for the deployed figures.
@@ -960,6 +988,32 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 level,
             })?;
             print_bench(json, &r, || crate::bench::codec::render(&r))
+        }
+        Command::Bench(BenchCmd::Chaos {
+            json,
+            minutes,
+            seed,
+            dir,
+            channels,
+            rate_hz,
+            candump,
+        }) => {
+            use crate::bench::chaos as c;
+            init_logging("error");
+            if !(minutes > 0.0 && minutes <= 24.0 * 60.0) {
+                anyhow::bail!("--minutes {minutes}: give a positive number of minutes (at most a day)");
+            }
+            let opts = c::ChaosOptions {
+                duration: Duration::from_secs_f64(minutes * 60.0),
+                seed,
+                dir,
+                channels: channels.clamp(3, 4096),
+                rate_hz: rate_hz.clamp(1, 10_000),
+                candump,
+                progress: true,
+            };
+            let r = runtime()?.block_on(c::chaos(&opts))?;
+            print_bench(json, &r, || c::render(&r))
         }
         Command::Bench(BenchCmd::Footprint {
             json,

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod chaos;
 pub mod codec;
 pub mod crash;
 pub mod footprint;

@@ -170,6 +170,11 @@ impl SimWorld {
         self.gps.path()
     }
 
+    /// The simulated GPS receiver (for fault injection).
+    pub fn gps(&self) -> &super::gps::SimGps {
+        &self.gps
+    }
+
     /// The emulated links (empty without a broker).
     pub fn links(&self) -> &[LinkControl] {
         &self.links

@@ -74,6 +74,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 pub struct SimGps {
     link: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    inject: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
 }
 
 impl SimGps {
@@ -87,20 +88,30 @@ impl SimGps {
         let link = dir.join("gps0");
         let port = Port::open(&link)?;
         let period = Duration::from_secs_f64(1.0 / rate_hz.clamp(0.1, 50.0));
+        let (inject, mut injected) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
-                tick.tick().await;
-                let unix = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                let text = sentences(&world.position(clock.now()), unix);
-                if port.write_all(text.as_bytes()).await.is_err() {
+                let bytes = tokio::select! {
+                    _ = tick.tick() => {
+                        let unix = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap_or_default();
+                        sentences(&world.position(clock.now()), unix).into_bytes()
+                    }
+                    Some(b) = injected.recv() => b,
+                };
+                if port.write_all(&bytes).await.is_err() {
                     break;
                 }
             }
         });
-        Ok(Self { link, task })
+        Ok(Self { link, task, inject })
+    }
+
+    /// Writes `bytes` between two fixes (fault injection: garbage, a broken sentence).
+    pub fn inject(&self, bytes: &[u8]) {
+        let _ = self.inject.send(bytes.to_vec());
     }
 
     /// The stable path to open.

@@ -5,6 +5,7 @@
 pub mod drive;
 pub mod env;
 pub mod gps;
+pub mod line;
 pub mod link;
 pub mod modem;
 pub mod scenario;
