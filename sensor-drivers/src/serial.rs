@@ -399,13 +399,19 @@ impl LineSplitter {
 ///
 /// The first reading anchors the device clock to the host clock (its receive time). Later
 /// readings are stamped `anchor_host + (device − anchor_device)`, which keeps the device's exact
-/// spacing between readings. The anchor is set again when the device clock goes backwards (the
-/// device restarted or its counter wrapped) or when a stamp strays more than `max_drift` from
-/// the host's receive time (clock drift, a stalled device, a long pause).
+/// spacing between readings. Stamps never go backwards while the device clock advances. A stamp
+/// may lie a little after its reading's receipt (`max_drift / 4`: a USB adapter's burst, clocks
+/// that run at slightly different rates); further ahead, the anchor reading had waited in a
+/// buffer (a backlog read after the port was opened), so the reading is stamped at its receive
+/// time instead and the anchor moves there (a slew, not a step back onto stamps already given:
+/// the anchor settles on the reading that waited least). The anchor is set again (a re-anchor, counted) when the device clock goes
+/// backwards (the device restarted or its counter wrapped) or when a stamp falls more than
+/// `max_drift` behind the host's receive time (clock drift, a stalled device, a long pause).
 #[derive(Debug, Clone)]
 pub struct DeviceClock {
     anchor: Option<(u64, u64)>,
     last_device_us: u64,
+    last_stamp: u64,
     max_drift_us: u64,
     reanchors: u64,
 }
@@ -416,6 +422,7 @@ impl DeviceClock {
         DeviceClock {
             anchor: None,
             last_device_us: 0,
+            last_stamp: 0,
             max_drift_us: u64::try_from(max_drift.as_micros()).unwrap_or(u64::MAX),
             reanchors: 0,
         }
@@ -434,19 +441,50 @@ impl DeviceClock {
     /// The epoch time (µs) of a reading taken at `device_us` by the device clock and received at
     /// `host_us` by the host clock.
     pub fn stamp(&mut self, device_us: u64, host_us: u64) -> u64 {
-        if let Some((anchor_host, anchor_dev)) = self.anchor
-            && device_us >= self.last_device_us
-            && let Some(t) = anchor_host.checked_add(device_us - anchor_dev)
-            && t.abs_diff(host_us) <= self.max_drift_us
-        {
-            self.last_device_us = device_us;
-            return t;
-        }
-        if self.anchor.is_some() {
-            self.reanchors += 1;
-        }
-        self.anchor = Some((host_us, device_us));
+        let t = match self.anchor {
+            Some((anchor_host, anchor_dev)) if device_us >= self.last_device_us => {
+                match anchor_host.checked_add(device_us - anchor_dev) {
+                    // On time: the device's spacing.
+                    Some(t)
+                        if t <= host_us + self.max_drift_us / 4
+                            && host_us.saturating_sub(t) <= self.max_drift_us =>
+                    {
+                        t
+                    }
+                    // Well ahead of its own receipt: slew to the receive time, never backwards.
+                    Some(t) if t > host_us => {
+                        let t = if device_us > self.last_device_us {
+                            host_us.max(self.last_stamp + 1)
+                        } else {
+                            self.last_stamp
+                        };
+                        self.anchor = Some((t, device_us));
+                        t
+                    }
+                    // Far behind, or beyond any time: re-anchor forward.
+                    _ => self.reanchor(device_us, host_us.max(self.last_stamp)),
+                }
+            }
+            // The device clock went back (a restart, a wrap): re-anchor, after the last stamp.
+            Some(_) => self.reanchor(device_us, host_us.max(self.last_stamp + 1)),
+            None => {
+                let t = if self.last_stamp == 0 {
+                    host_us
+                } else {
+                    host_us.max(self.last_stamp + 1)
+                };
+                self.anchor = Some((t, device_us));
+                t
+            }
+        };
         self.last_device_us = device_us;
+        self.last_stamp = t;
+        t
+    }
+
+    fn reanchor(&mut self, device_us: u64, host_us: u64) -> u64 {
+        self.reanchors += 1;
+        self.anchor = Some((host_us, device_us));
         host_us
     }
 }
@@ -522,6 +560,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_backlog_read_at_open_is_stamped_increasing_and_the_clock_settles() {
+        // 100 readings that waited 1 s in the port's buffer arrive at once, then live ones.
+        let mut c = DeviceClock::new(Duration::from_secs(1));
+        let h = 1_700_000_000_000_000;
+        let dev0 = 50_000_000;
+        let mut stamps = Vec::new();
+        for k in 0..100 {
+            stamps.push((c.stamp(dev0 + k * 10_000, h), h));
+        }
+        for k in 0..300 {
+            let host = h + 10_000 + k * 10_000 + 300;
+            stamps.push((c.stamp(dev0 + 1_000_000 + k * 10_000, host), host));
+        }
+        for w in stamps.windows(2) {
+            assert!(w[1].0 > w[0].0, "stamps increase: {w:?}");
+        }
+        for (t, host) in &stamps {
+            // At most max_drift / 4 after receipt, plus 1 µs per reading received at one instant.
+            assert!(*t <= host + 250_100, "{t} well after {host}");
+        }
+        assert_eq!(c.reanchors(), 0, "slews, not re-anchors");
+        // Settled: the live readings keep the device's 10 ms spacing.
+        let tail: Vec<u64> = stamps[300..].iter().map(|s| s.0).collect();
+        assert!(tail.windows(2).all(|w| w[1] - w[0] == 10_000), "{tail:?}");
+    }
+
     proptest! {
         /// However the input is chunked, the splitter cuts the same lines.
         #[test]
@@ -555,9 +620,9 @@ mod tests {
                 host += dh;
                 let t = c.stamp(dev, host);
                 prop_assert!(t.abs_diff(host) <= 1_000_000);
-                if c.reanchors() == 0 {
-                    prop_assert!(t >= last);
-                }
+                // Never after its receipt (ties at one host instant advance by 1 µs each).
+                prop_assert!(t <= host + 250_000 + 200, "{t} well after {host}");
+                prop_assert!(t >= last, "stamps never go back while the device advances");
                 last = t;
             }
         }
