@@ -1001,7 +1001,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             use crate::bench::chaos as c;
             init_logging("error");
             if !(minutes > 0.0 && minutes <= 24.0 * 60.0) {
-                anyhow::bail!("--minutes {minutes}: give a positive number of minutes (at most a day)");
+                anyhow::bail!(
+                    "--minutes {minutes}: give a positive number of minutes (at most a day)"
+                );
             }
             let opts = c::ChaosOptions {
                 duration: Duration::from_secs_f64(minutes * 60.0),

@@ -412,7 +412,11 @@ fn read_log(log: &str) -> (Vec<Graceful>, u64) {
 
 /// Publishes a payload that is not a batch on the telemetry topic.
 async fn publish_junk(addr: std::net::SocketAddr, n: u64) -> Result<()> {
-    let mut o = rumqttc::MqttOptions::new(format!("chaos-junk-{n}"), addr.ip().to_string(), addr.port());
+    let mut o = rumqttc::MqttOptions::new(
+        format!("chaos-junk-{n}"),
+        addr.ip().to_string(),
+        addr.port(),
+    );
     o.set_keep_alive(Duration::from_secs(5));
     let (client, mut ev) = rumqttc::AsyncClient::new(o, 4);
     let payload: Vec<u8> = match n % 3 {
@@ -456,7 +460,9 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosBench> {
             d.clone()
         }
         None => {
-            tmp = tempfile::Builder::new().prefix("pitlink-chaos-").tempdir()?;
+            tmp = tempfile::Builder::new()
+                .prefix("pitlink-chaos-")
+                .tempdir()?;
             tmp.path().to_owned()
         }
     };
@@ -465,7 +471,10 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosBench> {
             eprintln!("chaos: {s}");
         }
     };
-    say(format!("seed {seed} (replay: --seed {seed}), directory {}", dir.display()));
+    say(format!(
+        "seed {seed} (replay: --seed {seed}), directory {}",
+        dir.display()
+    ));
     let mut report = ChaosBench {
         seed,
         minutes: opts.duration.as_secs_f64() / 60.0,
@@ -480,9 +489,9 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosBench> {
     let tmpfs = match Tmpfs::mount(&queue_dir, TMPFS_MIB) {
         Ok(t) => Some(t),
         Err(e) => {
-            report
-                .skipped
-                .push(format!("disk_full: the queue needs a tmpfs of its own ({e}); run as root"));
+            report.skipped.push(format!(
+                "disk_full: the queue needs a tmpfs of its own ({e}); run as root"
+            ));
             std::fs::create_dir_all(&queue_dir)?;
             None
         }
@@ -521,8 +530,7 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosBench> {
         .await
         .context("cannot start the simulated world")?,
     );
-    let line =
-        modem_hal::sim::line::SimLineSensor::spawn(&dir.join("modems").join("oil0"), 100.0)?;
+    let line = modem_hal::sim::line::SimLineSensor::spawn(&dir.join("modems").join("oil0"), 100.0)?;
     let candump = match &opts.candump {
         Some(p) => Some(p.clone()),
         None => crate::bench::ingest::default_input().ok(),
@@ -577,7 +585,12 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosBench> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let mut plan = Plan::new(seed, opts.duration, world.links().len(), world.modems().len());
+    let mut plan = Plan::new(
+        seed,
+        opts.duration,
+        world.links().len(),
+        world.modems().len(),
+    );
     let mut lives = 0u32;
     let log_of = |n: u32| dir.join(format!("agent-{n}.log"));
     let mut agent = Some(Agent::spawn(&cfg_path, log_of(lives))?);
@@ -824,7 +837,11 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosBench> {
         let b = broker.clone();
         tokio::task::spawn_blocking(move || {
             let mut b = b.lock().unwrap_or_else(PoisonError::into_inner);
-            if b.pid().is_none() { b.restart() } else { Ok(()) }
+            if b.pid().is_none() {
+                b.restart()
+            } else {
+                Ok(())
+            }
         })
         .await??;
     }
@@ -843,7 +860,10 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosBench> {
     loop {
         if let Ok(Some(st)) = a.child.try_wait() {
             report.unexpected_exits += 1;
-            bail!("the agent exited during the drain ({st}); see {}", a.log.display());
+            bail!(
+                "the agent exited during the drain ({st}); see {}",
+                a.log.display()
+            );
         }
         if let Some(r) = a.rss_mib() {
             rss_max = rss_max.max(r);
@@ -965,7 +985,10 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosBench> {
             v.samples, samples.rows
         ));
     }
-    if !graceful.iter().any(|g| Some(g.run) == runs_seen.keys().last().copied()) {
+    if !graceful
+        .iter()
+        .any(|g| Some(g.run) == runs_seen.keys().last().copied())
+    {
         report
             .disagreements
             .push("the last run has no graceful stop in its log".into());
@@ -983,9 +1006,10 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosBench> {
         report.faults_by_kind.entry(k.to_string()).or_default();
     }
     if tmpfs.is_none() {
-        report
-            .skipped
-            .push(format!("{} disk-full episodes of the plan", plan.counts()["disk_full"]));
+        report.skipped.push(format!(
+            "{} disk-full episodes of the plan",
+            plan.counts()["disk_full"]
+        ));
     }
     report.elapsed_s = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     drop(tmpfs);

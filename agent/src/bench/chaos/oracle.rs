@@ -42,9 +42,7 @@ impl Excuses {
     /// Whether the hole between samples `a` and `b` (exclusive) is explained.
     pub fn explains(&self, a: u64, b: u64, period: u64) -> bool {
         let w = self.crash_window_us;
-        self.crashes
-            .iter()
-            .any(|&k| a + w >= k && a <= k + 200_000)
+        self.crashes.iter().any(|&k| a + w >= k && a <= k + 200_000)
             || self.reloads.iter().any(|&h| a + w >= h && a <= h + w)
             || self
                 .disk_full
@@ -141,9 +139,10 @@ pub fn check_runs(v: &VehicleSummary, graceful: &[Graceful]) -> RunsVerdict {
     let by_run: BTreeMap<u32, &RunSummary> = v.runs.iter().map(|r| (r.run, r)).collect();
     for g in graceful {
         match by_run.get(&g.run) {
-            None => out
-                .disagreements
-                .push(format!("run {}: the agent used {} seqs, the receiver saw nothing", g.run, g.seqs)),
+            None => out.disagreements.push(format!(
+                "run {}: the agent used {} seqs, the receiver saw nothing",
+                g.run, g.seqs
+            )),
             Some(r) => {
                 let accounted = r.batches + r.evicted_batches;
                 if accounted != g.seqs || r.lost_in_crash_batches != 0 || r.missing_batches != 0 {
@@ -386,6 +385,10 @@ mod tests {
         )
         .expect("write");
         assert_eq!(read_gaps(&p).expect("read"), vec![(1000, 2000)]);
-        assert!(read_gaps(&dir.path().join("none.csv")).expect("absent").is_empty());
+        assert!(
+            read_gaps(&dir.path().join("none.csv"))
+                .expect("absent")
+                .is_empty()
+        );
     }
 }

@@ -39,13 +39,23 @@ pub enum Target {
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
     /// SIGKILL the agent; start it again after `down`.
-    Kill { down: Duration, torn: Option<Torn> },
+    Kill {
+        down: Duration,
+        torn: Option<Torn>,
+    },
     /// Stop the broker (SIGTERM: it saves its sessions) and start it again after `down`.
-    BrokerRestart { down: Duration },
+    BrokerRestart {
+        down: Duration,
+    },
     /// The link's path drops every packet, its connection stays open.
-    Blackhole { link: usize, hold: Duration },
+    Blackhole {
+        link: usize,
+        hold: Duration,
+    },
     /// The link's connection is reset (RST).
-    Reset { link: usize },
+    Reset {
+        link: usize,
+    },
     /// The link goes down and up `times` times, `period` each way.
     Flap {
         link: usize,
@@ -53,7 +63,9 @@ pub enum Fault {
         period: Duration,
     },
     /// The queue's filesystem is full for `hold`.
-    DiskFull { hold: Duration },
+    DiskFull {
+        hold: Duration,
+    },
     Malformed(Target),
     /// SIGHUP with a changed configuration file.
     Reload,
