@@ -10,8 +10,6 @@
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use std::collections::HashSet;
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use system_tests::*;
@@ -31,16 +29,18 @@ fn recount(vehicle_dir: &Path) -> Result<(u64, u64)> {
             continue;
         }
         for f in std::fs::read_dir(s.path())?.flatten() {
-            let file = std::fs::File::open(f.path())?;
-            let mut seen = HashSet::new();
-            for line in std::io::BufReader::new(file).lines().skip(1) {
-                let line = line?;
-                let t = line.split(',').next().unwrap_or_default().to_owned();
-                rows += 1;
-                if !seen.insert(t) {
-                    dups += 1;
-                }
+            let text = std::fs::read_to_string(f.path())?;
+            let mut ts: Vec<u64> = Vec::new();
+            for line in text.lines().skip(1) {
+                let t = line.split(',').next().unwrap_or_default();
+                ts.push(
+                    t.parse()
+                        .with_context(|| format!("{}: {line}", f.path().display()))?,
+                );
             }
+            ts.sort_unstable();
+            rows += ts.len() as u64;
+            dups += ts.windows(2).filter(|w| w[0] == w[1]).count() as u64;
         }
     }
     Ok((rows, dups))
