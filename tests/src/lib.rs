@@ -334,14 +334,7 @@ pub fn by_channel(lines: &[SampleLine]) -> BTreeMap<(String, u16), Vec<u64>> {
 /// The value of `key=<number>` in the last log line that contains `marker`.
 pub fn log_field(log: &str, marker: &str, key: &str) -> Option<u64> {
     let line = log.lines().rev().find(|l| l.contains(marker))?;
-    let pat = format!("{key}=");
-    let at = line.find(&pat)? + pat.len();
-    line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
+    pitlink::bench::chaos::field(line, key)
 }
 
 /// The daemon's closing counters (its last "core stopped" log line).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::modem::{Port, SimClock};
+use super::modem::{Port, SimClock, spawn_ticker};
 use super::world::{Position, World};
 
 /// Knots per m/s.
@@ -88,23 +88,11 @@ impl SimGps {
         let link = dir.join("gps0");
         let port = Port::open(&link)?;
         let period = Duration::from_secs_f64(1.0 / rate_hz.clamp(0.1, 50.0));
-        let (inject, mut injected) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                let bytes = tokio::select! {
-                    _ = tick.tick() => {
-                        let unix = SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .unwrap_or_default();
-                        sentences(&world.position(clock.now()), unix).into_bytes()
-                    }
-                    Some(b) = injected.recv() => b,
-                };
-                if port.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
+        let (task, inject) = spawn_ticker(port, period, move || {
+            let unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            Some(sentences(&world.position(clock.now()), unix).into_bytes())
         });
         Ok(Self { link, task, inject })
     }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::modem::Port;
+use super::modem::{Port, spawn_ticker};
 
 /// The field list an agent's source configuration names for these lines.
 pub const FIELDS: &str = "t_ms,oil_temp,oil_pressure";
@@ -38,31 +38,18 @@ impl SimLineSensor {
     pub fn spawn(path: &Path, rate_hz: f64) -> std::io::Result<Self> {
         let port = Port::open(path)?;
         let period = Duration::from_secs_f64(1.0 / rate_hz.clamp(0.1, 1000.0));
-        let (inject, mut injected) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut last = 0;
-            loop {
-                let bytes = tokio::select! {
-                    _ = tick.tick() => {
-                        let t_ms = SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_millis() as u64;
-                        // One line per millisecond at most: the device clock never repeats.
-                        if t_ms <= last {
-                            continue;
-                        }
-                        last = t_ms;
-                        line(t_ms).into_bytes()
-                    }
-                    Some(b) = injected.recv() => b,
-                };
-                if port.write_all(&bytes).await.is_err() {
-                    break;
-                }
+        let mut last = 0;
+        let (task, inject) = spawn_ticker(port, period, move || {
+            let t_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64;
+            // One line per millisecond at most: the device clock never repeats.
+            if t_ms <= last {
+                return None;
             }
+            last = t_ms;
+            Some(line(t_ms).into_bytes())
         });
         Ok(Self {
             link: path.to_owned(),

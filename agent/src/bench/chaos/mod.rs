@@ -379,7 +379,8 @@ struct RunSeen {
     drops: u64,
 }
 
-fn field(line: &str, key: &str) -> Option<u64> {
+/// The number after `key=` in a log line.
+pub fn field(line: &str, key: &str) -> Option<u64> {
     let pat = format!("{key}=");
     let at = line.find(&pat)? + pat.len();
     line[at..]

@@ -7,5 +7,5 @@ mod core;
 mod pty;
 
 pub use self::core::{LineSplitter, Profile, Reply, SimConfig, SimCore, SimCounters, SimStatus};
-pub(crate) use self::pty::Port;
+pub(crate) use self::pty::{Port, spawn_ticker};
 pub use self::pty::{SimClock, SimHandle, SimModem};

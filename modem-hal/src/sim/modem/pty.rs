@@ -258,6 +258,34 @@ impl Port {
     }
 }
 
+/// Writes what `next` returns every `period` to `port` (nothing when it returns `None`), and
+/// between two of those the bytes sent on the returned channel (fault injection). Ends when the
+/// port fails.
+pub(crate) fn spawn_ticker(
+    port: Port,
+    period: Duration,
+    mut next: impl FnMut() -> Option<Vec<u8>> + Send + 'static,
+) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedSender<Vec<u8>>) {
+    let (inject, mut injected) = mpsc::unbounded_channel::<Vec<u8>>();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let bytes = tokio::select! {
+                _ = tick.tick() => match next() {
+                    Some(b) => b,
+                    None => continue,
+                },
+                Some(b) = injected.recv() => b,
+            };
+            if port.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    (task, inject)
+}
+
 /// Points `link` at `target`, replacing it atomically.
 fn point(link: &Path, target: &Path) -> io::Result<()> {
     let tmp = link.with_extension("new");
