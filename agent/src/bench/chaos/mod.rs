@@ -670,8 +670,12 @@ pub async fn chaos(opts: &ChaosOptions) -> Result<ChaosBench> {
             }
         }
 
-        // A pending reload waits for a running agent.
-        if pending_reload && let Some(a) = agent.as_ref() {
+        // A pending reload waits for a running agent that has answered a status (before its
+        // signal handlers are installed, SIGHUP would end it).
+        if pending_reload
+            && let Some(a) = agent.as_ref()
+            && a.run.is_some()
+        {
             variant += 1;
             write_config(&cfg_path, &cfg, variant)?;
             excuses.reloads.push(now_us());
